@@ -375,6 +375,9 @@ func DirectoryKeyID(pub ed25519.PublicKey) string {
 // SignDirectory encodes d canonically and signs it with key. It updates d to
 // its canonical form.
 func SignDirectory(d *Directory, key ed25519.PrivateKey) ([]byte, error) {
+	if len(key) != ed25519.PrivateKeySize { // ed25519.Sign would panic
+		return nil, errors.New("pki: directory signing key is not an Ed25519 private key")
+	}
 	body, err := d.Canonical()
 	if err != nil {
 		return nil, err
@@ -408,7 +411,7 @@ func VerifyDirectorySignature(signed []byte, keys map[string]ed25519.PublicKey) 
 		return nil, "", fmt.Errorf("%w: signature line must be \"ed25519 <key id> <signature>\"", ErrDirectoryFormat)
 	}
 	pub, ok := keys[f[1]]
-	if !ok {
+	if !ok || len(pub) != ed25519.PublicKeySize { // ed25519.Verify panics on a short key
 		return nil, "", fmt.Errorf("%w: %q", ErrDirectoryUnknownKey, f[1])
 	}
 	sig, err := base64.StdEncoding.Strict().DecodeString(f[2])

@@ -13,6 +13,8 @@
 package pki
 
 import (
+	"bytes"
+	"crypto"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -100,11 +102,23 @@ func ParseID(s string) (ID, error) {
 	if err != nil {
 		return ID{}, fmt.Errorf("%w: %v", ErrBadIdentity, err)
 	}
-	return idFromURI(u)
+	id, err := idFromURI(u)
+	if err != nil {
+		return ID{}, err
+	}
+	// url.Parse lowercases the scheme and drops an empty fragment, so
+	// "SPIFFE://n/r/x" and "spiffe://n/r/x#" would otherwise name the same
+	// member as "spiffe://n/r/x". Accept only the one canonical spelling.
+	if s != id.String() {
+		return ID{}, fmt.Errorf("%w: %q is not in canonical form %q", ErrBadIdentity, s, id.String())
+	}
+	return id, nil
 }
 
 func idFromURI(u *url.URL) (ID, error) {
-	if u.Scheme != "spiffe" || u.User != nil || u.RawQuery != "" || u.Fragment != "" || u.Port() != "" || u.Opaque != "" {
+	// RawPath is set when the path was percent-encoded ("/provider/ab%63"
+	// decodes to member "abc"), ForceQuery when the URI ends in an empty "?".
+	if u.Scheme != "spiffe" || u.User != nil || u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || u.Port() != "" || u.Opaque != "" || u.RawPath != "" {
 		return ID{}, fmt.Errorf("%w: %q is not a spiffe://<network>/<role>/<name> URI", ErrBadIdentity, u.String())
 	}
 	parts := strings.Split(strings.TrimPrefix(u.Path, "/"), "/")
@@ -148,12 +162,16 @@ func ValidName(name string) error {
 	return nil
 }
 
+// maxNetwork is the longest network name: a DNS name is at most 253
+// characters, and <name>.<network> adds up to 63+1 to it.
+const maxNetwork = 253 - 63 - 1
+
 // ValidNetwork checks a network name: a lowercase DNS name of at least one
-// label, at most 200 characters, so that <name>.<network> stays a valid DNS
-// name.
+// label, at most 189 characters, so that <name>.<network> stays a valid DNS
+// name (at most 253 characters) for every valid member name.
 func ValidNetwork(network string) error {
-	if len(network) == 0 || len(network) > 200 {
-		return fmt.Errorf("pki: invalid network name %q: want 1-200 characters", network)
+	if len(network) == 0 || len(network) > maxNetwork {
+		return fmt.Errorf("pki: invalid network name %q: want 1-%d characters", network, maxNetwork)
 	}
 	for _, l := range strings.Split(network, ".") {
 		if !validLabel(l) {
@@ -205,6 +223,19 @@ func (id *Identity) Store(c *tls.Certificate) error {
 			return fmt.Errorf("pki: parse leaf certificate: %w", err)
 		}
 		c.Leaf = leaf
+	}
+	// The identity is read from Leaf but Certificate[0] is what peers see,
+	// and a key that does not match would fail every handshake after the
+	// swap. Refuse both here, so a bad renewal keeps the old certificate.
+	if !bytes.Equal(c.Leaf.Raw, c.Certificate[0]) {
+		return errors.New("pki: identity Leaf is not the first certificate of the chain")
+	}
+	priv, ok := c.PrivateKey.(crypto.Signer)
+	if !ok {
+		return errors.New("pki: identity private key cannot sign")
+	}
+	if pub, ok := priv.Public().(interface{ Equal(crypto.PublicKey) bool }); !ok || !pub.Equal(c.Leaf.PublicKey) {
+		return errors.New("pki: identity private key does not match the certificate")
 	}
 	if _, err := IDFromCert(c.Leaf); err != nil {
 		return err

@@ -44,7 +44,7 @@ type PeerCheck func(id ID, m *Member) error
 // and accepts the client only if the directory lists it as an active,
 // unrevoked member whose key is pinned, and check (if not nil) passes. The
 // check runs in VerifyConnection, on every handshake including resumed ones.
-// alpn must not be empty.
+// alpn must not be empty; a client that negotiates no ALPN id is refused.
 func ServerConfig(id *Identity, t Trust, alpn []string, check PeerCheck) (*tls.Config, error) {
 	if err := t.check(); err != nil {
 		return nil, err
@@ -90,6 +90,11 @@ func verifyPeer(t Trust, want ID, check PeerCheck) func(tls.ConnectionState) err
 	return func(cs tls.ConnectionState) error {
 		if len(cs.VerifiedChains) == 0 || len(cs.VerifiedChains[0]) == 0 {
 			return errors.New("pki: no verified peer chain")
+		}
+		// crypto/tls lets a peer that offers no ALPN at all through; we
+		// don't, so that a connection always says what it is for.
+		if cs.NegotiatedProtocol == "" {
+			return errors.New("pki: peer negotiated no ALPN protocol")
 		}
 		got, m, err := t.Directory.Authorize(cs.VerifiedChains[0][0])
 		if err != nil {

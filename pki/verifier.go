@@ -221,9 +221,13 @@ func (s *Snapshot) Authorize(leaf *x509.Certificate, now time.Time) (ID, *Member
 }
 
 // Allowed reports whether caller may call service on the member named callee.
-// Suspended or revoked callers and callees are never allowed, and the callee
-// must offer the service.
+// The caller must be a member of this directory's network with the role the
+// directory gives it. Suspended or revoked callers and callees are never
+// allowed, and the callee must offer the service.
 func (s *Snapshot) Allowed(caller ID, callee, service string) bool {
+	if caller.Network != s.Dir.Network {
+		return false
+	}
 	cm, ok := s.Dir.Member(caller.Name)
 	if !ok || cm.Role != caller.Role || cm.Suspended || s.IsRevoked(cm.Name, "") {
 		return false
