@@ -1,0 +1,139 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/urfave/cli/v2"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/kurier-net/kurier/pki"
+	"github.com/kurier-net/kurier/relay"
+)
+
+func relayCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "relay",
+		Usage: "run a public relay",
+		Description: `Routes TLS connections by SNI to members' private proxies without
+terminating them. Needs a state directory enrolled with role relay.
+
+Ports (defaults):
+   --public      :443    TCP, clients (TLS passthrough)
+   --pairing     :4443   TCP, private proxies dialling back with a token
+   --control     :4443   UDP, QUIC control sessions from private proxies
+   --control-tcp :4444   TCP, control sessions where UDP is blocked
+   --admin       127.0.0.1:9100  /metrics /healthz /readyz
+
+The addresses published in the directory for this relay must reach these
+listeners. On SIGTERM the relay stops accepting, tells proxies to go away
+and lets relayed connections finish for up to --drain-timeout.`,
+		Flags: append(daemonFlags(),
+			&cli.StringFlag{Name: "public", Value: ":443", Usage: "client listener (TCP)"},
+			&cli.StringFlag{Name: "pairing", Value: ":4443", Usage: "pairing listener (TCP)"},
+			&cli.StringFlag{Name: "control", Value: ":4443", Usage: "QUIC control listener (UDP)"},
+			&cli.StringFlag{Name: "control-tcp", Value: ":4444", Usage: "TCP+TLS control listener"},
+			&cli.DurationFlag{Name: "idle-timeout", Value: 5 * time.Minute, Usage: "close relayed connections that moved no byte for this long"},
+			&cli.DurationFlag{Name: "max-age", Value: 24 * time.Hour, Usage: "close relayed connections this old"},
+			&cli.IntFlag{Name: "max-conns", Value: 20000, Usage: "client connections at once (waiting and relayed)"},
+			&cli.IntFlag{Name: "max-conn-rate", Value: 100, Usage: "new connections per source IP per second (-1: no limit)"},
+		),
+		Action: runRelay,
+	}
+}
+
+func runRelay(c *cli.Context) error {
+	if err := requireFlags(c, "state"); err != nil {
+		return err
+	}
+	log, err := newLogger(c)
+	if err != nil {
+		return err
+	}
+	n, err := openNode(c, log)
+	if err != nil {
+		return err
+	}
+	if n.state.ID.Role != pki.RoleRelay {
+		return fmt.Errorf("%s is not a relay (role %s); enrol with a relay token", n.state.ID, n.state.ID.Role)
+	}
+	srv, err := relay.New(relay.Config{
+		Identity:    n.identity,
+		Trust:       pki.Trust{Roots: n.state.RootPool(), Directory: n.verifier},
+		IdleTimeout: c.Duration("idle-timeout"),
+		MaxAge:      c.Duration("max-age"),
+		MaxConns:    c.Int("max-conns"),
+		MaxConnRate: c.Int("max-conn-rate"),
+		Logger:      log,
+		Registerer:  n.reg,
+	})
+	if err != nil {
+		return err
+	}
+	// Listen on everything before serving anything, so a port in use is
+	// reported before the relay announces itself ready.
+	var lns []net.Listener
+	closeAll := func() {
+		for _, l := range lns {
+			l.Close()
+		}
+	}
+	for _, flag := range []string{"public", "pairing", "control-tcp"} {
+		ln, err := net.Listen("tcp", c.String(flag))
+		if err != nil {
+			closeAll()
+			return fmt.Errorf("--%s: %w", flag, err)
+		}
+		lns = append(lns, ln)
+	}
+	pc, err := net.ListenPacket("udp", c.String("control"))
+	if err != nil {
+		closeAll()
+		return fmt.Errorf("--control: %w", err)
+	}
+	defer pc.Close()
+
+	ctx := c.Context
+	g, ctx := errgroup.WithContext(ctx)
+	if err := n.start(ctx, g); err != nil {
+		closeAll()
+		srv.Close()
+		return errors.Join(err, g.Wait())
+	}
+	if err := n.serveAdmin(ctx, g, c.String("admin"), srv.Ready); err != nil {
+		closeAll()
+		srv.Close()
+		return err
+	}
+	serve := func(f func() error) {
+		g.Go(func() error {
+			if err := f(); !errors.Is(err, relay.ErrServerClosed) {
+				return err
+			}
+			return nil
+		})
+	}
+	serve(func() error { return srv.ServePublic(lns[0]) })
+	serve(func() error { return srv.ServePairing(lns[1]) })
+	serve(func() error { return srv.ServeControlTCP(lns[2]) })
+	serve(func() error { return srv.ServeControlQUIC(pc) })
+	log.Info("relay serving", "public", lns[0].Addr().String(), "pairing", lns[1].Addr().String(),
+		"control", pc.LocalAddr().String(), "control_tcp", lns[2].Addr().String())
+	g.Go(func() error {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.Duration("drain-timeout"))
+		defer cancel()
+		if err := srv.Shutdown(sctx); err != nil {
+			log.Warn("drain deadline passed; closed remaining connections", "err", err)
+		}
+		return nil
+	})
+	err = g.Wait()
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
