@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Directory is the network's member directory: who is a member, which keys
@@ -159,7 +160,7 @@ func validPin(p string) error {
 
 func validHostPort(s string) error {
 	host, port, err := net.SplitHostPort(s)
-	if err != nil || host == "" || port == "" {
+	if err != nil || host == "" || port == "" || !utf8.ValidString(s) {
 		return fmt.Errorf("address %q: want host:port", s)
 	}
 	return nil
@@ -216,8 +217,8 @@ func (d *Directory) Validate() error {
 				return fmt.Errorf("pki: directory revocation of %q: %w", r.Member, err)
 			}
 		}
-		if len(r.Reason) > maxDisplayName {
-			return fmt.Errorf("pki: directory revocation of %q: reason longer than %d bytes", r.Member, maxDisplayName)
+		if len(r.Reason) > maxDisplayName || !utf8.ValidString(r.Reason) {
+			return fmt.Errorf("pki: directory revocation of %q: reason must be at most %d bytes of UTF-8", r.Member, maxDisplayName)
 		}
 	}
 	return nil
@@ -230,8 +231,10 @@ func (m *Member) validate() error {
 	if !m.Role.Valid() {
 		return fmt.Errorf("unknown role %q", m.Role)
 	}
-	if m.DisplayName == "" || len(m.DisplayName) > maxDisplayName || strings.ContainsAny(m.DisplayName, "\x00\n\r") {
-		return fmt.Errorf("display name must be 1-%d bytes on one line", maxDisplayName)
+	// Invalid UTF-8 would be encoded as "\ufffd" and decoded to U+FFFD, which
+	// re-encodes differently: verifiers would refuse what was signed.
+	if m.DisplayName == "" || len(m.DisplayName) > maxDisplayName || strings.ContainsAny(m.DisplayName, "\x00\n\r") || !utf8.ValidString(m.DisplayName) {
+		return fmt.Errorf("display name must be 1-%d bytes of UTF-8 on one line", maxDisplayName)
 	}
 	for _, p := range m.Pins {
 		if err := validPin(p); err != nil {
