@@ -85,7 +85,12 @@ func (s *Server) ServeControlQUIC(pc net.PacketConn) error {
 		return ErrServerClosed
 	}
 	defer s.untrackListener(ln)
+	// The transport must outlive its sessions: closing it first would drop
+	// their CONNECTION_CLOSE, and proxies would notice only at their ping
+	// timeout.
+	var sessions sync.WaitGroup
 	defer tr.Close()
+	defer sessions.Wait()
 	for {
 		qc, err := ln.Accept(s.ctx)
 		if err != nil {
@@ -94,7 +99,15 @@ func (s *Server) ServeControlQUIC(pc net.PacketConn) error {
 			}
 			return err
 		}
-		s.conns.Go(func() { s.serveQUIC(qc) })
+		sessions.Add(1)
+		if !s.goConn(func() {
+			defer sessions.Done()
+			s.serveQUIC(qc)
+		}) {
+			sessions.Done()
+			qc.CloseWithError(0, "relay closed")
+			return ErrServerClosed
+		}
 	}
 }
 
@@ -413,7 +426,7 @@ func (s *Server) watchDirectory() {
 			ss.cancel(errSessionRevoked)
 		}
 		for _, p := range pairs {
-			p.close()
+			p.abort()
 		}
 	}
 }

@@ -305,6 +305,18 @@ type pair struct {
 	closeOnce       sync.Once
 }
 
+// abort closes both connections with a reset rather than a FIN, so neither
+// end can mistake a forced stop (relay shutdown, revocation) for the end of
+// the stream.
+func (p *pair) abort() {
+	for _, c := range []net.Conn{p.client, p.backend} {
+		if tc, ok := c.(*net.TCPConn); ok {
+			tc.SetLinger(0)
+		}
+	}
+	p.close()
+}
+
 func (p *pair) close() {
 	p.closeOnce.Do(func() {
 		p.closed.Store(true)
@@ -327,7 +339,7 @@ func (s *Server) splice(member string, client, backend net.Conn) {
 	}
 	s.pairs[p] = struct{}{}
 	s.mu.Unlock()
-	stop := context.AfterFunc(s.ctx, p.close)
+	stop := context.AfterFunc(s.ctx, p.abort)
 	var wg sync.WaitGroup
 	wg.Go(func() { s.pipe(p, backend, client, "to_member") })
 	s.pipe(p, client, backend, "to_client")

@@ -257,8 +257,23 @@ func (s *Server) acceptLoop(ln net.Listener, handle func(net.Conn)) error {
 			return err
 		}
 		delay = 0
-		s.conns.Go(func() { handle(c) })
+		if !s.goConn(func() { handle(c) }) {
+			c.Close()
+			return ErrServerClosed
+		}
 	}
+}
+
+// goConn runs f in a goroutine Close waits for. It refuses once Close has
+// begun, so no Add can race with Close's Wait.
+func (s *Server) goConn(f func()) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.conns.Go(f)
+	return true
 }
 
 func isTemporary(err error) bool {
