@@ -52,6 +52,7 @@ Getting started on a member's machine:
 		Commands: []*cli.Command{
 			enrollCommand(),
 			relayCommand(),
+			proxyCommand(),
 			statusCommand(),
 		},
 	}
