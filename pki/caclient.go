@@ -412,12 +412,16 @@ func doJSON(ctx context.Context, hc *http.Client, method, u string, body []byte,
 func caError(resp *http.Response) error {
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
 	var e struct {
-		Message string `json:"message"`
-		Detail  string `json:"detail"`
+		Message string `json:"message"` // step-ca's API
+		Error   string `json:"error"`   // Kurier's endpoints
 	}
 	msg := strings.TrimSpace(string(b))
-	if json.Unmarshal(b, &e) == nil && e.Message != "" {
-		msg = e.Message
+	if json.Unmarshal(b, &e) == nil {
+		if e.Message != "" {
+			msg = e.Message
+		} else if e.Error != "" {
+			msg = e.Error
+		}
 	}
 	if msg == "" {
 		msg = http.StatusText(resp.StatusCode)
