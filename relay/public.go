@@ -99,6 +99,7 @@ func (s *Server) handleClient(c net.Conn) {
 		c.Close()
 		return
 	}
+	s.m.bytes.WithLabelValues("to_member").Add(float64(len(raw)))
 	s.splice(p.member, c, backend)
 }
 

@@ -114,6 +114,7 @@ variable KURIER_CA_PASSPHRASE, else asked for on the terminal.`,
 			e.caCommand(),
 			e.memberCommand(),
 			e.directoryCommand(),
+			e.demoCommand(),
 		},
 	}
 	app.OnUsageError = onUsageError
