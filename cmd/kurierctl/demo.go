@@ -36,7 +36,11 @@ through the relay, and the office is revoked to show the relay cutting it
 off. Each step is printed with its time.
 
 Everything lives in a temporary directory that is removed at the end
-(--keep leaves it). The CA keys are unencrypted there: this is a demo.`,
+(--keep leaves it). The CA keys are unencrypted there: this is a demo.
+
+Examples:
+   kurierctl demo
+   kurierctl demo --verbose --keep     # with the components' logs; keep the state`,
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "keep", Usage: "keep the temporary network directory"},
 			&cli.BoolFlag{Name: "verbose", Usage: "show the components' logs on stderr"},
