@@ -181,6 +181,9 @@ func BootstrapRoot(ctx context.Context, caURL, fingerprint string) (*x509.Certif
 		CA string `json:"ca"`
 	}
 	if err := doJSON(ctx, hc, http.MethodGet, u.JoinPath("root", fp).String(), nil, &resp); err != nil {
+		if errors.Is(err, ErrNotFound) {
+			return nil, fmt.Errorf("%w: the CA at %s has no root %s; check --fingerprint against kurierctl ca init's output", ErrFingerprint, caURL, fp)
+		}
 		return nil, fmt.Errorf("fetch root: %w", err)
 	}
 	root, err := parseCertPEM(resp.CA)
