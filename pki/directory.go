@@ -40,6 +40,68 @@ type Directory struct {
 	Permissions []Permission `json:"permissions"`
 	// Revoked lists revoked members and revoked keys, sorted by member.
 	Revoked []Revocation `json:"revoked"`
+	// Trust, if present, names the trust anchors members should hold, so
+	// they follow rotations of the directory key and of the root on the
+	// directory key's word rather than the online CA's.
+	Trust *TrustAnchors `json:"trust,omitempty"`
+}
+
+// TrustAnchors are the network's trust anchors as the directory key vouches
+// for them.
+type TrustAnchors struct {
+	// DirectoryKeys are the Ed25519 directory signing keys to trust (raw
+	// public keys, standard base64), sorted. They include the key that
+	// signed the document. A verifier that accepts the document trusts
+	// exactly these keys from then on: a new key is announced here before
+	// it signs, and an old one is dropped by leaving it out.
+	DirectoryKeys []string `json:"directory_keys"`
+	// Roots are the SHA-256 fingerprints (lowercase hex) of the network
+	// root certificates to trust, sorted. A member fetches a listed root it
+	// lacks from the CA's trust bundle and accepts it only if its
+	// fingerprint is listed here.
+	Roots []string `json:"roots"`
+}
+
+// Keys decodes DirectoryKeys.
+func (t *TrustAnchors) Keys() ([]ed25519.PublicKey, error) {
+	out := make([]ed25519.PublicKey, 0, len(t.DirectoryKeys))
+	for _, k := range t.DirectoryKeys {
+		b, err := base64.StdEncoding.Strict().DecodeString(k)
+		if err != nil || len(b) != ed25519.PublicKeySize || base64.StdEncoding.EncodeToString(b) != k {
+			return nil, fmt.Errorf("trusted directory key %q is not a base64 Ed25519 public key", k)
+		}
+		out = append(out, ed25519.PublicKey(b))
+	}
+	return out, nil
+}
+
+// NewTrustAnchors lists keys and roots in canonical form.
+func NewTrustAnchors(keys []ed25519.PublicKey, roots []*x509.Certificate) *TrustAnchors {
+	t := &TrustAnchors{DirectoryKeys: []string{}, Roots: []string{}}
+	for _, k := range keys {
+		t.DirectoryKeys = append(t.DirectoryKeys, base64.StdEncoding.EncodeToString(k))
+	}
+	for _, r := range roots {
+		sum := sha256.Sum256(r.Raw)
+		t.Roots = append(t.Roots, hex.EncodeToString(sum[:]))
+	}
+	return t
+}
+
+func (t *TrustAnchors) validate() error {
+	if len(t.DirectoryKeys) == 0 || len(t.Roots) == 0 {
+		return errors.New("trust anchors need at least one directory key and one root")
+	}
+	if _, err := t.Keys(); err != nil {
+		return err
+	}
+	for _, r := range t.Roots {
+		b, err := hex.DecodeString(r)
+		if err != nil || len(b) != sha256.Size || hex.EncodeToString(b) != r {
+			return fmt.Errorf("root fingerprint %q is not a lowercase hex SHA-256 digest", r)
+		}
+	}
+	return nil
 }
 
 // Member is one entry of the directory.
@@ -208,6 +270,11 @@ func (d *Directory) Validate() error {
 			}
 		}
 	}
+	if d.Trust != nil {
+		if err := d.Trust.validate(); err != nil {
+			return fmt.Errorf("pki: directory trust: %w", err)
+		}
+	}
 	for _, r := range d.Revoked {
 		if err := ValidName(r.Member); err != nil {
 			return fmt.Errorf("pki: directory revocation: %w", err)
@@ -340,6 +407,14 @@ func (d *Directory) normalize() {
 		r.Pins = slices.Compact(r.Pins)
 	}
 	slices.SortStableFunc(d.Revoked, func(a, b Revocation) int { return strings.Compare(a.Member, b.Member) })
+	if t := d.Trust; t != nil {
+		t.DirectoryKeys = nonNil(t.DirectoryKeys)
+		t.Roots = nonNil(t.Roots)
+		slices.Sort(t.DirectoryKeys)
+		t.DirectoryKeys = slices.Compact(t.DirectoryKeys)
+		slices.Sort(t.Roots)
+		t.Roots = slices.Compact(t.Roots)
+	}
 }
 
 // The signed envelope. A signed directory is three parts, separated by the

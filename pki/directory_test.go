@@ -94,6 +94,15 @@ func goldenDirectory() *pki.Directory {
 			{Member: "old-vendor", RevokedAt: goldenIssued.Add(-time.Hour).In(cet), Reason: "left the network"},
 			{Member: "hd-berlin", Pins: []string{testPin("hd-berlin-0"), testPin("hd-berlin-0")}, RevokedAt: goldenIssued.Add(-2 * time.Hour)},
 		},
+		Trust: &pki.TrustAnchors{
+			// Unsorted and duplicated on purpose: the encoding sorts them.
+			DirectoryKeys: []string{
+				base64.StdEncoding.EncodeToString(fixedKey("golden").Public().(ed25519.PublicKey)),
+				base64.StdEncoding.EncodeToString(fixedKey("next").Public().(ed25519.PublicKey)),
+				base64.StdEncoding.EncodeToString(fixedKey("golden").Public().(ed25519.PublicKey)),
+			},
+			Roots: []string{strings.Repeat("ab", 32), strings.Repeat("0f", 32)},
+		},
 	}
 }
 
@@ -598,6 +607,14 @@ func checkAccepted(t *testing.T, body []byte, d *pki.Directory) {
 	v, err := pki.NewVerifier(pki.VerifierConfig{Network: d.Network, Keys: []ed25519.PublicKey{pubKey(key)}, Now: func() time.Time { return now }})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if d.Trust != nil && !slices.Contains(d.Trust.DirectoryKeys, base64.StdEncoding.EncodeToString(pubKey(key))) {
+		// A document whose trust anchors leave out the key that signed it
+		// is refused: it would lock its own signer out.
+		if _, err := v.Update(signed); !errors.Is(err, pki.ErrDirectoryFormat) {
+			t.Fatalf("Verifier.Update(body not listing its signer) = %v, want ErrDirectoryFormat", err)
+		}
+		return
 	}
 	if _, err := v.Update(signed); err != nil {
 		t.Fatalf("Verifier.Update(accepted body) = %v", err)

@@ -2,6 +2,7 @@ package pki
 
 import (
 	"bytes"
+	"context"
 	"crypto/ed25519"
 	"crypto/hpke"
 	"crypto/tls"
@@ -13,6 +14,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"time"
 
@@ -161,6 +163,77 @@ func (s *State) NewVerifier(now func() time.Time) (*Verifier, error) {
 // a restarted daemon starts from it (and refuses anything older).
 func (s *State) SaveDirectory(signed []byte) error {
 	return writeFileAtomic(filepath.Join(s.Dir, directoryFile), signed, 0o644)
+}
+
+// SaveDirectoryKeys records the directory keys a verified directory told the
+// member to trust (see TrustAnchors), so a restart starts from them.
+func (s *State) SaveDirectoryKeys(keys []ed25519.PublicKey) error {
+	var b bytes.Buffer
+	for _, k := range keys {
+		der, err := x509.MarshalPKIXPublicKey(k)
+		if err != nil {
+			return err
+		}
+		pem.Encode(&b, &pem.Block{Type: "PUBLIC KEY", Bytes: der})
+	}
+	if err := writeFileAtomic(filepath.Join(s.Dir, directoryKeysFile), b.Bytes(), 0o644); err != nil {
+		return err
+	}
+	s.DirectoryKeys = keys
+	return nil
+}
+
+// MissingRoots returns the fingerprints in want of roots the member does not
+// hold yet.
+func (s *State) MissingRoots(want []string) []string {
+	have := map[string]bool{}
+	for _, r := range s.Roots {
+		have[Fingerprint(r)] = true
+	}
+	var out []string
+	for _, fp := range want {
+		if !have[fp] {
+			out = append(out, fp)
+		}
+	}
+	return out
+}
+
+// AdoptRoots fetches the CA's trust bundle and adds the roots whose
+// fingerprints are in want (taken from a verified directory) to roots.pem.
+// A root the directory does not list is never added. It returns the
+// fingerprints added. Connections made before a restart keep using the roots
+// loaded at start.
+func (s *State) AdoptRoots(ctx context.Context, cl *CAClient, want []string) ([]string, error) {
+	missing := s.MissingRoots(want)
+	if len(missing) == 0 {
+		return nil, nil
+	}
+	tb, err := cl.Trust(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var added []string
+	roots := s.Roots
+	for _, r := range tb.Roots {
+		fp := Fingerprint(r)
+		if slices.Contains(missing, fp) && !slices.Contains(added, fp) {
+			roots = append(roots, r)
+			added = append(added, fp)
+		}
+	}
+	if len(added) == 0 {
+		return nil, fmt.Errorf("pki: the CA's trust bundle lacks the roots %v the directory lists", missing)
+	}
+	ders := make([][]byte, 0, len(roots))
+	for _, r := range roots {
+		ders = append(ders, r.Raw)
+	}
+	if err := writeFileAtomic(filepath.Join(s.Dir, rootsFile), chainPEM(ders), 0o644); err != nil {
+		return nil, err
+	}
+	s.Roots = roots
+	return added, nil
 }
 
 // SaveCert writes a renewed certificate chain. The key is unchanged.

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -44,7 +45,7 @@ type VerifierConfig struct {
 // use; lookups take no lock.
 type Verifier struct {
 	network string
-	keys    map[string]ed25519.PublicKey
+	keys    atomic.Pointer[map[string]ed25519.PublicKey] // replaced as a whole
 	now     func() time.Time
 
 	cur atomic.Pointer[Snapshot]
@@ -61,17 +62,42 @@ func NewVerifier(cfg VerifierConfig) (*Verifier, error) {
 	if len(cfg.Keys) == 0 {
 		return nil, errors.New("pki: verifier needs at least one directory key")
 	}
-	v := &Verifier{network: cfg.Network, keys: make(map[string]ed25519.PublicKey), now: cfg.Now, changed: make(chan struct{})}
-	for _, k := range cfg.Keys {
-		if len(k) != ed25519.PublicKeySize {
-			return nil, errors.New("pki: directory key is not an Ed25519 public key")
-		}
-		v.keys[DirectoryKeyID(k)] = k
+	v := &Verifier{network: cfg.Network, now: cfg.Now, changed: make(chan struct{})}
+	keys, err := keyMap(cfg.Keys)
+	if err != nil {
+		return nil, err
 	}
+	v.keys.Store(&keys)
 	if v.now == nil {
 		v.now = time.Now
 	}
 	return v, nil
+}
+
+func keyMap(keys []ed25519.PublicKey) (map[string]ed25519.PublicKey, error) {
+	m := make(map[string]ed25519.PublicKey, len(keys))
+	for _, k := range keys {
+		if len(k) != ed25519.PublicKeySize {
+			return nil, errors.New("pki: directory key is not an Ed25519 public key")
+		}
+		m[DirectoryKeyID(k)] = k
+	}
+	return m, nil
+}
+
+// Keys returns the directory keys trusted now, sorted by key id.
+func (v *Verifier) Keys() []ed25519.PublicKey {
+	m := *v.keys.Load()
+	ids := make([]string, 0, len(m))
+	for id := range m {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	out := make([]ed25519.PublicKey, 0, len(ids))
+	for _, id := range ids {
+		out = append(out, m[id])
+	}
+	return out
 }
 
 // Network returns the network this verifier accepts documents for.
@@ -82,8 +108,12 @@ func (v *Verifier) Network() string { return v.network }
 // changed. A document with the same version and the same bytes is accepted
 // without change; the same version with other bytes is refused. On error the
 // current document stays in service.
+//
+// If the accepted document lists trust anchors, the verifier trusts exactly
+// its directory keys from then on (a document whose list leaves out the key
+// that signed it is refused).
 func (v *Verifier) Update(signed []byte) (bool, error) {
-	body, kid, err := VerifyDirectorySignature(signed, v.keys)
+	body, kid, err := VerifyDirectorySignature(signed, *v.keys.Load())
 	if err != nil {
 		return false, err
 	}
@@ -115,7 +145,23 @@ func (v *Verifier) Update(signed []byte) (bool, error) {
 	if d.IssuedAt.After(now.Add(maxClockSkew)) {
 		return false, fmt.Errorf("%w: version %d is issued at %s", ErrDirectoryNotYetValid, d.Version, d.IssuedAt.Format(time.RFC3339))
 	}
+	var next map[string]ed25519.PublicKey
+	if d.Trust != nil {
+		keys, err := d.Trust.Keys()
+		if err == nil {
+			next, err = keyMap(keys)
+		}
+		if err != nil {
+			return false, fmt.Errorf("%w: %v", ErrDirectoryFormat, err)
+		}
+		if _, ok := next[kid]; !ok {
+			return false, fmt.Errorf("%w: version %d does not list the key %s that signed it", ErrDirectoryFormat, d.Version, kid)
+		}
+	}
 	s := newSnapshot(d, bytes.Clone(signed), kid)
+	if next != nil {
+		v.keys.Store(&next)
+	}
 	v.cur.Store(s)
 	close(v.changed)
 	v.changed = make(chan struct{})

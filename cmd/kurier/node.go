@@ -2,12 +2,14 @@ package main
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -116,6 +118,7 @@ func openNode(c *cli.Context, log *slog.Logger) (*node, error) {
 func (n *node) start(ctx context.Context, g *errgroup.Group) error {
 	g.Go(func() error { return n.renewer.Run(ctx) })
 	g.Go(func() error { return n.watcher.Run(ctx) })
+	g.Go(func() error { n.followTrust(ctx); return nil })
 	wait, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	for n.verifier.Current() == nil {
@@ -131,6 +134,52 @@ func (n *node) start(ctx context.Context, g *errgroup.Group) error {
 	snap := n.verifier.Current()
 	n.log.Info("directory loaded", "version", snap.Dir.Version, "members", len(snap.Dir.Members))
 	return nil
+}
+
+// followTrust applies the trust anchors of each new directory version: the
+// directory keys it lists are saved (the verifier already trusts exactly
+// them), and roots it lists that this member lacks are fetched from the CA
+// and kept if their fingerprints match.
+func (n *node) followTrust(ctx context.Context) {
+	for {
+		ch := n.verifier.Changed()
+		snap := n.verifier.Current()
+		if snap != nil && snap.Dir.Trust != nil {
+			keys := n.verifier.Keys()
+			if !sameKeys(keys, n.state.DirectoryKeys) {
+				if err := n.state.SaveDirectoryKeys(keys); err != nil {
+					n.log.Error("could not save the directory keys the directory announced", "err", err)
+				} else {
+					n.log.Info("trusted directory keys updated", "keys", len(keys))
+				}
+			}
+			if missing := n.state.MissingRoots(snap.Dir.Trust.Roots); len(missing) > 0 {
+				added, err := n.state.AdoptRoots(ctx, n.ca, snap.Dir.Trust.Roots)
+				if err != nil {
+					n.log.Warn("the directory lists a network root this member lacks and it could not be fetched", "err", err)
+				} else {
+					n.log.Warn("adopted a new network root announced by the directory; restart to accept certificates under it", "roots", added)
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-ch:
+		}
+	}
+}
+
+func sameKeys(a, b []ed25519.PublicKey) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for _, k := range a {
+		if !slices.ContainsFunc(b, func(o ed25519.PublicKey) bool { return k.Equal(o) }) {
+			return false
+		}
+	}
+	return true
 }
 
 // serveAdmin serves /metrics, /healthz and /readyz on addr until ctx ends.

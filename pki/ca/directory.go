@@ -148,6 +148,9 @@ func (c *CA) PublishDirectory(key ed25519.PrivateKey, opts SignOptions) (*Publis
 		if err != nil {
 			return 0, err
 		}
+		// The directory key vouches for the trust anchors, so members follow
+		// key and root rotations without trusting the online CA for them.
+		d.Trust = pki.NewTrustAnchors(c.DirectoryKeys(), c.Roots())
 		signed, err := pki.SignDirectory(d, key)
 		if err != nil {
 			return 0, fmt.Errorf("ca: sign directory: %w", err)
