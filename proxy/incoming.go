@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/kurier-net/kurier/pki"
+	"github.com/kurier-net/kurier/relay/splice"
 	"github.com/kurier-net/kurier/relay/wire"
 )
 
@@ -348,8 +349,18 @@ func (rc *relayed) splice(relay, target *net.TCPConn) {
 // copyHalf copies src to dst and passes the FIN on. A failed copy closes
 // both directions.
 func (rc *relayed) copyHalf(dst, src *net.TCPConn, bytes counter) {
-	n, err := io.Copy(dst, src) // TCP to TCP: kernel splice on Linux, no user-space buffer
-	bytes.Add(float64(n))
+	var err error
+	if tcpInfoSupported {
+		// Kernel splice that gives its pipe back while the connection idles;
+		// idleness is read from TCP_INFO, not from deadlines.
+		err = splice.Copy(dst, src, time.Second, func(n int64) { bytes.Add(float64(n)) })
+	} else {
+		// Here halfDone bounds the rest with deadlines that a burst loop
+		// would clear, so copy in one go.
+		var n int64
+		n, err = io.Copy(dst, src)
+		bytes.Add(float64(n))
+	}
 	if err != nil {
 		rc.close(relayedError)
 		return

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/kurier-net/kurier/relay/sni"
+	"github.com/kurier-net/kurier/relay/splice"
 	"github.com/kurier-net/kurier/relay/wire"
 )
 
@@ -352,31 +353,47 @@ func (s *Server) splice(member string, client, backend net.Conn) {
 	s.mu.Unlock()
 }
 
-// pipe copies src to dst. The read deadline is renewed in short windows only
-// to record activity: a read timeout never loses a byte (the splice pipe is
-// empty when it fires). Idle and too old pairs are closed by reapPairs, which
-// also unblocks a write to a receiver that stopped reading.
+// pipe copies src to dst. Between two TCP connections it splices in the
+// kernel and holds no pipe while the connection idles (relay/splice); every
+// burst records activity. Idle and too old pairs are closed by reapPairs,
+// which also unblocks a write to a receiver that stopped reading.
 func (s *Server) pipe(p *pair, dst, src net.Conn, direction string) {
-	window := s.reapInterval()
 	ctr := s.m.bytes.WithLabelValues(direction)
+	progress := func(n int64) {
+		ctr.Add(float64(n))
+		p.lastActive.Store(time.Now().UnixNano())
+	}
+	var err error
+	dt, dok := dst.(*net.TCPConn)
+	st, sok := src.(*net.TCPConn)
+	if dok && sok {
+		err = splice.Copy(dt, st, s.reapInterval(), progress)
+	} else {
+		err = copyWindows(dst, src, s.reapInterval(), progress)
+	}
+	if err != nil || p.closed.Load() {
+		p.close()
+		return
+	}
+	// EOF: pass the half-close on; the other direction may still be sending.
+	if cw, ok := dst.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+	} else {
+		p.close()
+	}
+}
+
+// copyWindows is the copy loop for connections that are not TCP: read
+// deadlines in windows only sample activity.
+func copyWindows(dst, src net.Conn, window time.Duration, progress func(int64)) error {
 	for {
 		src.SetReadDeadline(time.Now().Add(window))
 		n, err := io.Copy(dst, src)
 		if n > 0 {
-			ctr.Add(float64(n))
-			p.lastActive.Store(time.Now().UnixNano())
+			progress(n)
 		}
-		if err == nil { // EOF: pass the half-close on
-			if cw, ok := dst.(interface{ CloseWrite() error }); ok {
-				cw.CloseWrite()
-			} else {
-				p.close()
-			}
-			return
-		}
-		if !isTimeout(err) || p.closed.Load() {
-			p.close()
-			return
+		if err == nil || !isTimeout(err) {
+			return err
 		}
 	}
 }

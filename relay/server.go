@@ -86,7 +86,9 @@ type Config struct {
 	// If zero, 100 is used; negative disables the limit.
 	MaxConnRate int
 	// MaxPending bounds pairings in progress in total; MaxPendingPerMember
-	// per member. If zero, 4096 and 256 are used.
+	// per member. If zero, 8192 and 2048 are used. A pairing lasts one
+	// round trip to the member's proxy, so these bound bursts of new
+	// connections, not open ones.
 	MaxPending, MaxPendingPerMember int
 	// MaxRoutesPerMember bounds registered routes per member. If zero,
 	// 4096 is used.
@@ -169,8 +171,8 @@ func New(cfg Config) (*Server, error) {
 	def(&cfg.MaxRouteTTL, 30*24*time.Hour)
 	defInt(&cfg.MaxConns, 20000)
 	defInt(&cfg.MaxConnRate, 100)
-	defInt(&cfg.MaxPending, 4096)
-	defInt(&cfg.MaxPendingPerMember, 256)
+	defInt(&cfg.MaxPending, 8192)
+	defInt(&cfg.MaxPendingPerMember, 2048)
 	defInt(&cfg.MaxRoutesPerMember, 4096)
 	defInt(&cfg.MaxSessionsPerMember, 4)
 	log := cfg.Logger

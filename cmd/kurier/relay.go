@@ -1,10 +1,16 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
+	"os"
+	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -12,7 +18,71 @@ import (
 
 	"github.com/kurier-net/kurier/pki"
 	"github.com/kurier-net/kurier/relay"
+	"github.com/kurier-net/kurier/relay/cluster"
 )
+
+// newCluster builds the relay's cluster node from the flags. Seeds default
+// to the gossip endpoints other relays publish in the directory.
+func newCluster(c *cli.Context, n *node, log *slog.Logger) (*cluster.Cluster, error) {
+	keyFile := c.String("gossip-key-file")
+	if keyFile == "" {
+		return nil, usagef("--gossip needs --gossip-key-file")
+	}
+	raw, err := os.ReadFile(keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("--gossip-key-file: %w", err)
+	}
+	key := bytes.TrimSpace(raw)
+	if dec, err := base64.StdEncoding.DecodeString(string(key)); err == nil {
+		key = dec
+	}
+	host, port, err := net.SplitHostPort(c.String("gossip"))
+	if err != nil {
+		return nil, usagef("--gossip: %v", err)
+	}
+	bindPort, err := strconv.Atoi(port)
+	if err != nil {
+		return nil, usagef("--gossip: bad port %q", port)
+	}
+	cfg := cluster.Config{
+		Name: n.state.ID.Name, BindAddr: host, BindPort: bindPort,
+		SecretKey: cluster.Key(key), Join: splitList(c.StringSlice("join")),
+		Verifier: n.verifier, Logger: log, Registerer: n.reg,
+	}
+	if adv := c.String("gossip-advertise"); adv != "" {
+		h, p, err := net.SplitHostPort(adv)
+		if err != nil {
+			return nil, usagef("--gossip-advertise: %v", err)
+		}
+		cfg.AdvertiseAddr = h
+		if cfg.AdvertisePort, err = strconv.Atoi(p); err != nil {
+			return nil, usagef("--gossip-advertise: bad port %q", p)
+		}
+	}
+	if len(cfg.Join) == 0 {
+		if snap := n.verifier.Current(); snap != nil {
+			for _, m := range snap.Dir.Members {
+				if m.Role == pki.RoleRelay && m.Relay != nil && m.Relay.Gossip != "" && m.Name != cfg.Name {
+					cfg.Join = append(cfg.Join, m.Relay.Gossip)
+				}
+			}
+		}
+	}
+	return cluster.New(cfg)
+}
+
+// warnFDLimit warns when the open-files limit cannot hold maxConns relayed
+// connections: two sockets each, plus a pipe pair per direction that is
+// moving data.
+func warnFDLimit(log *slog.Logger, maxConns int) {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		return
+	}
+	if need := uint64(3*maxConns + 1024); lim.Cur < need {
+		log.Warn("open-files limit is low for --max-conns; raise LimitNOFILE", "limit", lim.Cur, "want", need, "max_conns", maxConns)
+	}
+}
 
 func relayCommand() *cli.Command {
 	return &cli.Command{
@@ -40,6 +110,11 @@ and lets relayed connections finish for up to --drain-timeout.`,
 			&cli.DurationFlag{Name: "max-age", Value: 24 * time.Hour, Usage: "close relayed connections this old"},
 			&cli.IntFlag{Name: "max-conns", Value: 20000, Usage: "client connections at once (waiting and relayed)"},
 			&cli.IntFlag{Name: "max-conn-rate", Value: 100, Usage: "new connections per source IP per second (-1: no limit)"},
+			&cli.IntFlag{Name: "max-pending-per-member", Value: 2048, Usage: "clients waiting for one member's proxy to dial back"},
+			&cli.StringFlag{Name: "gossip", Usage: "cluster listener HOST:PORT (TCP and UDP); empty: no cluster"},
+			&cli.StringFlag{Name: "gossip-advertise", Usage: "address other relays reach the cluster listener at (default: the bound one)"},
+			&cli.StringFlag{Name: "gossip-key-file", Usage: "file holding the shared cluster key: 16, 24 or 32 bytes, raw or base64 (required with --gossip)"},
+			&cli.StringSliceFlag{Name: "join", Usage: "cluster address of another relay (repeatable); default: the gossip endpoints in the directory"},
 		),
 		Action: runRelay,
 	}
@@ -60,18 +135,36 @@ func runRelay(c *cli.Context) error {
 	if n.state.ID.Role != pki.RoleRelay {
 		return fmt.Errorf("%s is not a relay (role %s); enrol with a relay token", n.state.ID, n.state.ID.Role)
 	}
-	srv, err := relay.New(relay.Config{
-		Identity:    n.identity,
-		Trust:       pki.Trust{Roots: n.state.RootPool(), Directory: n.verifier},
-		IdleTimeout: c.Duration("idle-timeout"),
-		MaxAge:      c.Duration("max-age"),
-		MaxConns:    c.Int("max-conns"),
-		MaxConnRate: c.Int("max-conn-rate"),
-		Logger:      log,
-		Registerer:  n.reg,
-	})
+	warnFDLimit(log, c.Int("max-conns"))
+	var cl *cluster.Cluster
+	if addr := c.String("gossip"); addr != "" {
+		if cl, err = newCluster(c, n, log); err != nil {
+			return err
+		}
+	}
+	rcfg := relay.Config{
+		Identity:            n.identity,
+		Trust:               pki.Trust{Roots: n.state.RootPool(), Directory: n.verifier},
+		IdleTimeout:         c.Duration("idle-timeout"),
+		MaxAge:              c.Duration("max-age"),
+		MaxConns:            c.Int("max-conns"),
+		MaxConnRate:         c.Int("max-conn-rate"),
+		MaxPendingPerMember: c.Int("max-pending-per-member"),
+		Logger:              log,
+		Registerer:          n.reg,
+	}
+	if cl != nil {
+		rcfg.Cluster = cl
+	}
+	srv, err := relay.New(rcfg)
 	if err != nil {
+		if cl != nil {
+			cl.Shutdown(context.Background())
+		}
 		return err
+	}
+	if cl != nil {
+		cl.SetLocal(srv)
 	}
 	// Listen on everything before serving anything, so a port in use is
 	// reported before the relay announces itself ready.
@@ -108,6 +201,14 @@ func runRelay(c *cli.Context) error {
 		srv.Close()
 		return err
 	}
+	if cl != nil {
+		jctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		err := cl.Join(jctx)
+		cancel()
+		if err != nil {
+			log.Warn("could not join the relay cluster yet; serving alone until another relay joins us", "err", err)
+		}
+	}
 	serve := func(f func() error) {
 		g.Go(func() error {
 			if err := f(); !errors.Is(err, relay.ErrServerClosed) {
@@ -128,6 +229,11 @@ func runRelay(c *cli.Context) error {
 		defer cancel()
 		if err := srv.Shutdown(sctx); err != nil {
 			log.Warn("drain deadline passed; closed remaining connections", "err", err)
+		}
+		if cl != nil {
+			lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			cl.Shutdown(lctx) // leave the cluster after the relay stopped routing
 		}
 		return nil
 	})
