@@ -153,9 +153,17 @@ func IDFromCert(c *x509.Certificate) (ID, error) {
 	return id, nil
 }
 
+// ReservedName is the sender name of unsigned (anonymous) sealed payloads,
+// such as a citizen's browser submission. No member may carry it.
+const ReservedName = "anonymous"
+
 // ValidName checks a member name: one DNS label of lowercase letters, digits
-// and hyphens, 1 to 63 characters, not starting or ending with a hyphen.
+// and hyphens, 1 to 63 characters, not starting or ending with a hyphen, and
+// not ReservedName.
 func ValidName(name string) error {
+	if name == ReservedName {
+		return fmt.Errorf("pki: member name %q is reserved", name)
+	}
 	if !validLabel(name) {
 		return fmt.Errorf("pki: invalid member name %q: want 1-63 of a-z, 0-9 and '-', not starting or ending with '-'", name)
 	}
