@@ -284,6 +284,41 @@ func (s *Sealer) Seal(to pki.SealKey, ctx Context, plaintext []byte, signer *tls
 	return e, nil
 }
 
+// Sign signs an envelope that was sealed without a signature (by software
+// that does not hold the sender's certificate key) as ctx.Sender, whose
+// certificate signer is. Signing needs no plaintext: the signature covers
+// the info string, the suite, the key id and the ciphertext.
+func Sign(env *Envelope, ctx Context, signer *tls.Certificate) error {
+	if env.Signed() {
+		return fmt.Errorf("%w: envelope is already signed", ErrMalformed)
+	}
+	if ctx.Sender == Anonymous {
+		return fmt.Errorf("%w: an anonymous envelope is not signed", ErrMalformed)
+	}
+	var buf [maxInfo]byte
+	info, err := ctx.appendInfo(buf[:0])
+	if err != nil {
+		return err
+	}
+	key, err := checkSigner(signer, ctx.Sender)
+	if err != nil {
+		return err
+	}
+	e := *env
+	e.Cert = signer.Certificate[0]
+	if len(signer.Certificate) > 1 {
+		e.Chain = signer.Certificate[1:]
+	}
+	if e.Sig, err = sign(key, digest(info, &e)); err != nil {
+		return err
+	}
+	if err := e.check(); err != nil {
+		return err
+	}
+	*env = e
+	return nil
+}
+
 // publicKey parses to, through the cache if s has one.
 func (s *Sealer) publicKey(to pki.SealKey) (hpke.PublicKey, error) {
 	if !validKeyID(to.ID) {

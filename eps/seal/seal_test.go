@@ -2,6 +2,7 @@ package seal
 
 import (
 	"bytes"
+	"crypto"
 	"crypto/ecdsa"
 	"errors"
 	"fmt"
@@ -291,5 +292,37 @@ func TestTamper(t *testing.T) {
 				t.Errorf("Verify = %v; want %v", err, tt.wantVf)
 			}
 		})
+	}
+}
+
+// TestSignSoftwareSealed: software seals without the member's key, the
+// endpoint server signs the envelope unopened, and the recipient verifies
+// and opens it.
+func TestSignSoftwareSealed(t *testing.T) {
+	n := newNet(t)
+	ctx := Context{Sender: "vendor-a", Recipient: "hd-1", Service: "contacts", Kind: KindRequest, MessageID: strings.Repeat("ab", 16)}
+	unsigned := func() *Envelope {
+		e := craft(t, n.key(t, "hd-1", "s1"), ctx, []byte("sealed by software"), n.certs["vendor-a"], n.certs["vendor-a"].PrivateKey.(crypto.Signer))
+		e.Cert, e.Chain, e.Sig = nil, nil, nil
+		return e
+	}
+	env := unsigned()
+	if err := Sign(env, ctx, n.certs["vendor-a"]); err != nil {
+		t.Fatal(err)
+	}
+	pt, id, err := n.verifier(t, false).OpenVerified(env, ctx, n.keys["hd-1"])
+	if err != nil || string(pt) != "sealed by software" || id.Name != "vendor-a" {
+		t.Fatalf("OpenVerified after Sign = %q, %v, %v", pt, id, err)
+	}
+	if err := Sign(env, ctx, n.certs["vendor-a"]); err == nil {
+		t.Error("signing twice succeeded")
+	}
+	if err := Sign(unsigned(), ctx, n.certs["vendor-b"]); err == nil {
+		t.Error("signing as another member succeeded")
+	}
+	anon := ctx
+	anon.Sender = Anonymous
+	if err := Sign(unsigned(), anon, n.certs["vendor-a"]); err == nil {
+		t.Error("signing an anonymous envelope succeeded")
 	}
 }
