@@ -1,0 +1,182 @@
+package eps
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/kurier-net/kurier/eps/seal"
+	"github.com/kurier-net/kurier/eps/store"
+	"github.com/kurier-net/kurier/pki"
+)
+
+// peerPath is the one endpoint of the peer protocol.
+const peerPath = "/kurier/peer/v1/messages"
+
+// wireMessage is a message as it travels between endpoint servers (see
+// docs/eps-design.md). The sender is never in it: it is the TLS peer.
+type wireMessage struct {
+	ID            store.ID       `json:"id"`
+	Kind          string         `json:"kind"`
+	Service       string         `json:"service"`
+	CorrelationID *store.ID      `json:"correlation_id,omitempty"`
+	Deadline      time.Time      `json:"deadline"`
+	Sync          bool           `json:"sync,omitempty"`
+	Sealed        *seal.Envelope `json:"sealed"`
+}
+
+// decodeWire decodes and checks a message strictly.
+func decodeWire(b []byte) (*wireMessage, store.Kind, error) {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	var m wireMessage
+	if err := dec.Decode(&m); err != nil {
+		return nil, 0, fmt.Errorf("decode message: %w", err)
+	}
+	if dec.More() {
+		return nil, 0, errors.New("decode message: trailing data")
+	}
+	kind, err := store.ParseKind(m.Kind)
+	if err != nil {
+		return nil, 0, err
+	}
+	switch {
+	case m.ID.IsZero():
+		return nil, 0, errors.New("message without id")
+	case m.Sealed == nil:
+		return nil, 0, errors.New("message without sealed payload")
+	case m.Deadline.IsZero():
+		return nil, 0, errors.New("message without deadline")
+	case (kind == store.Response) != (m.CorrelationID != nil && !m.CorrelationID.IsZero()):
+		return nil, 0, errors.New("a response, and only a response, carries a correlation id")
+	case m.Sync && kind != store.Request:
+		return nil, 0, errors.New("only a request can be sync")
+	}
+	if err := pki.ValidServiceName(m.Service); err != nil {
+		return nil, 0, err
+	}
+	return &m, kind, nil
+}
+
+// sealContext is the seal context of a message from sender to recipient.
+func sealContext(sender, recipient string, m *wireMessage) seal.Context {
+	return seal.Context{Sender: sender, Recipient: recipient, Service: m.Service, Kind: m.Kind, MessageID: m.ID.String()}
+}
+
+// Receipt is a receiver's signed statement that it stored a message. The
+// sender keeps it as proof of delivery.
+type Receipt struct {
+	MessageID  store.ID  `json:"message_id"`
+	From       string    `json:"from"`
+	To         string    `json:"to"`
+	ReceivedAt time.Time `json:"received_at"`
+	// Digest is the SHA-256 of the sealed envelope's JSON as received.
+	Digest []byte `json:"digest"`
+	// Cert is the receiver's certificate (DER); Sig its signature over
+	// SHA-256("kurier-receipt/v1\x00" || the receipt's JSON without cert
+	// and sig).
+	Cert []byte `json:"cert"`
+	Sig  []byte `json:"sig"`
+}
+
+const receiptContext = "kurier-receipt/v1\x00"
+
+func (r *Receipt) signedBytes() ([]byte, error) {
+	u := *r
+	u.Cert, u.Sig = nil, nil
+	b, err := json.Marshal(u)
+	if err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256(append([]byte(receiptContext), b...))
+	return sum[:], nil
+}
+
+// signReceipt fills in r's certificate and signature with the member's key.
+func signReceipt(r *Receipt, cert *tls.Certificate) ([]byte, error) {
+	r.Cert = cert.Certificate[0]
+	r.Sig = nil
+	d, err := r.signedBytes()
+	if err != nil {
+		return nil, err
+	}
+	signer, ok := cert.PrivateKey.(crypto.Signer)
+	if !ok {
+		return nil, errors.New("eps: certificate key cannot sign")
+	}
+	var opts crypto.SignerOpts = crypto.SHA256
+	if _, ok := signer.Public().(ed25519.PublicKey); ok {
+		opts = crypto.Hash(0)
+	}
+	if r.Sig, err = signer.Sign(rand.Reader, d, opts); err != nil {
+		return nil, err
+	}
+	return json.Marshal(r)
+}
+
+// ErrBadReceipt is returned for a receipt that does not prove delivery.
+var ErrBadReceipt = errors.New("eps: receipt does not verify")
+
+// verifyReceipt checks that b is a receipt for the message id with the
+// envelope digest, signed by the member want whose certificate the directory
+// accepts.
+func verifyReceipt(b []byte, want pki.ID, id store.ID, digest []byte, trust pki.Trust, now time.Time) (*Receipt, error) {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	var r Receipt
+	if err := dec.Decode(&r); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadReceipt, err)
+	}
+	if r.MessageID != id || r.To != want.Name || !bytes.Equal(r.Digest, digest) {
+		return nil, fmt.Errorf("%w: it is for another message", ErrBadReceipt)
+	}
+	leaf, err := x509.ParseCertificate(r.Cert)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadReceipt, err)
+	}
+	snap := trust.Directory.Current()
+	if snap == nil {
+		return nil, pki.ErrNoDirectory
+	}
+	got, _, err := snap.Authorize(leaf, now)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBadReceipt, err)
+	}
+	if got != want {
+		return nil, fmt.Errorf("%w: signed by %s, want %s", ErrBadReceipt, got, want)
+	}
+	// The pin in the directory is the trust: it names this exact key.
+	d, err := r.signedBytes()
+	if err != nil {
+		return nil, err
+	}
+	ok := false
+	switch pub := leaf.PublicKey.(type) {
+	case *ecdsa.PublicKey:
+		ok = ecdsa.VerifyASN1(pub, d, r.Sig)
+	case ed25519.PublicKey:
+		ok = ed25519.Verify(pub, d, r.Sig)
+	}
+	if !ok {
+		return nil, fmt.Errorf("%w: bad signature", ErrBadReceipt)
+	}
+	return &r, nil
+}
+
+func envelopeDigest(env *seal.Envelope) ([]byte, error) {
+	b, err := env.Marshal()
+	if err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256(b)
+	return sum[:], nil
+}
