@@ -134,61 +134,86 @@ func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool)
 	}
 }
 
+// e2eNet is a network run from the binaries: a CA, a relay and enrolled
+// members.
+type e2eNet struct {
+	dir, ctl, kurier, pass, caDir, caURL, fingerprint string
+	caSrv                                             *daemon
+	pub, pairing, ctlTCP, ctlUDP, relayAdmin          string
+	relaySt                                           string
+	relay                                             *daemon
+}
+
+// setupNetwork builds both binaries, sets up and serves the CA (keys
+// encrypted), adds and enrols a relay and the given members, signs the
+// directory and starts the relay.
+func setupNetwork(t *testing.T, members ...[]string) (*e2eNet, map[string]string) {
+	t.Helper()
+	n := &e2eNet{dir: t.TempDir()}
+	n.ctl, n.kurier = build(t, n.dir, "cmd/kurierctl"), build(t, n.dir, "cmd/kurier")
+	n.pass = filepath.Join(n.dir, "pass")
+	os.WriteFile(n.pass, []byte("correct horse battery staple\n"), 0o600)
+	n.caDir = filepath.Join(n.dir, "ca")
+	var initRes struct {
+		Fingerprint string `json:"root_fingerprint"`
+	}
+	if err := json.Unmarshal([]byte(runCmd(t, n.ctl, "ca", "init", "--network", "e2e.kurier", "--dir", n.caDir, "--passphrase-file", n.pass, "--json")), &initRes); err != nil {
+		t.Fatal(err)
+	}
+	n.fingerprint = initRes.Fingerprint
+	n.caSrv = start(t, n.ctl, "ca", "serve", "--dir", n.caDir, "--listen", "127.0.0.1:0", "--passphrase-file", n.pass)
+	addrRE := regexp.MustCompile(`"?msg"?[=:]"?serving"?.*?"?addr"?[=:]"?(127\.0\.0\.1:\d+)`)
+	waitFor(t, "the CA to listen", 60*time.Second, func() bool {
+		if m := addrRE.FindStringSubmatch(n.caSrv.log()); m != nil {
+			n.caURL = "https://" + m[1]
+			return true
+		}
+		return false
+	})
+	n.pub, n.pairing, n.ctlTCP, n.ctlUDP = freePort(t, "tcp"), freePort(t, "tcp"), freePort(t, "tcp"), freePort(t, "udp")
+	token := func(args ...string) string {
+		var res struct {
+			Token string `json:"token"`
+		}
+		out := runCmd(t, n.ctl, append([]string{"member", "add", "--dir", n.caDir, "--passphrase-file", n.pass, "--json"}, args...)...)
+		if err := json.Unmarshal([]byte(out), &res); err != nil || res.Token == "" {
+			t.Fatalf("member add output %q: %v", out, err)
+		}
+		f := filepath.Join(n.dir, args[0]+".token")
+		os.WriteFile(f, []byte(res.Token), 0o600)
+		return f
+	}
+	relayTok := token("r1", "--role", "relay", "--display-name", "Relay 1",
+		"--relay-public", n.pub, "--relay-pairing", n.pairing, "--relay-control", n.ctlUDP, "--relay-control-tcp", n.ctlTCP)
+	states := map[string]string{}
+	for _, m := range members {
+		tok := token(m...)
+		states[m[0]] = filepath.Join(n.dir, m[0])
+		runCmd(t, n.kurier, "enroll", "--ca", n.caURL, "--fingerprint", n.fingerprint, "--token-file", tok, "--dir", states[m[0]])
+	}
+	n.relaySt = filepath.Join(n.dir, "r1")
+	runCmd(t, n.kurier, "enroll", "--ca", n.caURL, "--fingerprint", n.fingerprint, "--token-file", relayTok, "--dir", n.relaySt)
+	runCmd(t, n.ctl, "directory", "sign", "--dir", n.caDir, "--passphrase-file", n.pass)
+	n.relayAdmin = freePort(t, "tcp")
+	n.relay = start(t, n.kurier, append([]string{"relay", "--state", n.relaySt, "--public", n.pub, "--pairing", n.pairing,
+		"--control", n.ctlUDP, "--control-tcp", n.ctlTCP}, daemonArgs(n.relayAdmin)...)...)
+	return n, states
+}
+
+func daemonArgs(admin string) []string {
+	return []string{"--directory-interval", "500ms", "--log-format", "text", "--admin", admin, "--drain-timeout", "5s"}
+}
+
 func TestReadmeFlow(t *testing.T) {
 	curl, err := exec.LookPath("curl")
 	if err != nil {
 		t.Fatal("curl not installed: .ci/run installs it")
 	}
-	dir := t.TempDir()
-	ctl, kurier := build(t, dir, "cmd/kurierctl"), build(t, dir, "cmd/kurier")
-	pass := filepath.Join(dir, "pass")
-	os.WriteFile(pass, []byte("correct horse battery staple\n"), 0o600)
-	caDir := filepath.Join(dir, "ca")
-
-	// The operator sets up the CA (keys encrypted) and serves it.
-	var initRes struct {
-		Fingerprint string `json:"root_fingerprint"`
+	n, states := setupNetwork(t, []string{"hd-1", "--role", "health-office", "--display-name", "Gesundheitsamt 1"})
+	officeSt := states["hd-1"]
+	if st := runCmd(t, n.kurier, "status", "--state", officeSt, "--json"); !strings.Contains(st, "spiffe://e2e.kurier/health-office/hd-1") {
+		t.Fatalf("status: %s", st)
 	}
-	if err := json.Unmarshal([]byte(runCmd(t, ctl, "ca", "init", "--network", "e2e.kurier", "--dir", caDir, "--passphrase-file", pass, "--json")), &initRes); err != nil {
-		t.Fatal(err)
-	}
-	caSrv := start(t, ctl, "ca", "serve", "--dir", caDir, "--listen", "127.0.0.1:0", "--passphrase-file", pass)
-	addrRE := regexp.MustCompile(`"?msg"?[=:]"?serving"?.*?"?addr"?[=:]"?(127\.0\.0\.1:\d+)`)
-	var caAddr string
-	waitFor(t, "the CA to listen", 60*time.Second, func() bool {
-		if m := addrRE.FindStringSubmatch(caSrv.log()); m != nil {
-			caAddr = m[1]
-			return true
-		}
-		return false
-	})
-	caURL := "https://" + caAddr
-
-	// Members: a relay with real loopback endpoints, and a health office.
-	pub, pairing, ctlTCP, ctlUDP := freePort(t, "tcp"), freePort(t, "tcp"), freePort(t, "tcp"), freePort(t, "udp")
-	token := func(args ...string) string {
-		var res struct {
-			Token string `json:"token"`
-		}
-		out := runCmd(t, ctl, append([]string{"member", "add", "--dir", caDir, "--passphrase-file", pass, "--json"}, args...)...)
-		if err := json.Unmarshal([]byte(out), &res); err != nil || res.Token == "" {
-			t.Fatalf("member add output %q: %v", out, err)
-		}
-		f := filepath.Join(dir, args[0]+".token")
-		os.WriteFile(f, []byte(res.Token), 0o600)
-		return f
-	}
-	relayTok := token("r1", "--role", "relay", "--display-name", "Relay 1",
-		"--relay-public", pub, "--relay-pairing", pairing, "--relay-control", ctlUDP, "--relay-control-tcp", ctlTCP)
-	officeTok := token("hd-1", "--role", "health-office", "--display-name", "Gesundheitsamt 1")
-
-	relaySt, officeSt := filepath.Join(dir, "r1"), filepath.Join(dir, "hd-1")
-	runCmd(t, kurier, "enroll", "--ca", caURL, "--fingerprint", initRes.Fingerprint, "--token-file", relayTok, "--dir", relaySt)
-	out := runCmd(t, kurier, "enroll", "--ca", caURL, "--fingerprint", initRes.Fingerprint, "--token-file", officeTok, "--dir", officeSt, "--json")
-	if !strings.Contains(out, "spiffe://e2e.kurier/health-office/hd-1") {
-		t.Fatalf("enroll --json: %s", out)
-	}
-	runCmd(t, ctl, "directory", "sign", "--dir", caDir, "--passphrase-file", pass)
 
 	// The office's local HTTPS service, with the office's own certificate.
 	officeCert, err := tls.LoadX509KeyPair(filepath.Join(officeSt, "cert.pem"), filepath.Join(officeSt, "key.pem"))
@@ -204,17 +229,10 @@ func TestReadmeFlow(t *testing.T) {
 	}), TLSConfig: &tls.Config{Certificates: []tls.Certificate{officeCert}}}
 	go web.ServeTLS(ln, "", "")
 	defer web.Close()
-
-	common := func(admin string) []string {
-		return []string{"--directory-interval", "500ms", "--log-format", "text", "--admin", admin, "--drain-timeout", "5s"}
-	}
-	relayAdmin := freePort(t, "tcp")
-	rl := start(t, kurier, append([]string{"relay", "--state", relaySt, "--public", pub, "--pairing", pairing,
-		"--control", ctlUDP, "--control-tcp", ctlTCP}, common(relayAdmin)...)...)
-	px := start(t, kurier, append([]string{"proxy", "--state", officeSt, "--route", "self=" + ln.Addr().String()}, common("")...)...)
+	px := start(t, n.kurier, append([]string{"proxy", "--state", officeSt, "--route", "self=" + ln.Addr().String()}, daemonArgs("")...)...)
 
 	// curl, pinned to the office's own key, through the relay.
-	host, port, _ := net.SplitHostPort(pub)
+	host, port, _ := net.SplitHostPort(n.pub)
 	roots := filepath.Join(officeSt, "roots.pem")
 	pin := "sha256//" + pki.Pin(officeCert.Leaf)
 	curlOnce := func() (string, error) {
@@ -234,7 +252,7 @@ func TestReadmeFlow(t *testing.T) {
 	}
 
 	// The admin listener serves metrics and readiness.
-	resp, err := http.Get("http://" + relayAdmin + "/metrics")
+	resp, err := http.Get("http://" + n.relayAdmin + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -245,18 +263,18 @@ func TestReadmeFlow(t *testing.T) {
 			t.Errorf("relay metrics lack %q", want)
 		}
 	}
-	if resp, err := http.Get("http://" + relayAdmin + "/readyz"); err != nil || resp.StatusCode != 200 {
+	if resp, err := http.Get("http://" + n.relayAdmin + "/readyz"); err != nil || resp.StatusCode != 200 {
 		t.Errorf("relay /readyz: %v %v", resp, err)
 	}
 
 	// kurier status reports the member in good standing.
-	if st := runCmd(t, kurier, "status", "--state", officeSt, "--json"); !strings.Contains(st, `"standing": "ok"`) {
+	if st := runCmd(t, n.kurier, "status", "--state", officeSt, "--json"); !strings.Contains(st, `"standing": "ok"`) {
 		t.Errorf("status: %s", st)
 	}
 
 	// Revocation re-signs the directory; the relay and the office's proxy
 	// pick it up within a poll and the office is cut off.
-	runCmd(t, ctl, "member", "revoke", "hd-1", "--dir", caDir, "--passphrase-file", pass, "--reason", "e2e test")
+	runCmd(t, n.ctl, "member", "revoke", "hd-1", "--dir", n.caDir, "--passphrase-file", n.pass, "--reason", "e2e test")
 	waitFor(t, "the revocation to cut the office off", 30*time.Second, func() bool {
 		_, err := curlOnce()
 		return err != nil
@@ -264,13 +282,113 @@ func TestReadmeFlow(t *testing.T) {
 
 	// Both daemons drain and exit cleanly on SIGTERM.
 	px.stop(t)
-	rl.stop(t)
-	caSrv.stop(t)
-	for _, d := range []*daemon{rl, px} {
+	n.relay.stop(t)
+	n.caSrv.stop(t)
+	for _, d := range []*daemon{n.relay, px} {
 		if strings.Contains(d.log(), "level=ERROR") {
 			t.Errorf("%s logged errors:\n%s", d.cmd.Path, grepLines(d.log(), "level=ERROR"))
 		}
 	}
+}
+
+// TestEPSBinaries runs two endpoint servers as processes: the vendor's
+// software calls the office synchronously and sends it a message; the
+// office's software polls and answers.
+func TestEPSBinaries(t *testing.T) {
+	n, states := setupNetwork(t,
+		[]string{"hd-1", "--role", "health-office", "--display-name", "Gesundheitsamt 1", "--service", "submit"},
+		[]string{"vendor-a", "--role", "provider", "--display-name", "Vendor A", "--service", "guest-lists"})
+	officeAPI, vendorAPI := freePort(t, "tcp"), freePort(t, "tcp")
+	token := filepath.Join(n.dir, "api-token")
+	os.WriteFile(token, []byte("s3cret-api-token\n"), 0o600)
+	office := start(t, n.kurier, append([]string{"eps", "--state", states["hd-1"], "--listen", officeAPI, "--token-file", token}, daemonArgs("")...)...)
+	vendor := start(t, n.kurier, append([]string{"eps", "--state", states["vendor-a"], "--listen", vendorAPI}, daemonArgs("")...)...)
+
+	call := func(api, tok string, method string, params any) (map[string]any, error) {
+		msg := map[string]any{"jsonrpc": "2.0", "id": 1, "method": method}
+		if params != nil { // JSON-RPC: params, if present, is an object or array
+			msg["params"] = params
+		}
+		body, _ := json.Marshal(msg)
+		req, _ := http.NewRequest("POST", "http://"+api+"/", bytes.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		if tok != "" {
+			req.Header.Set("Authorization", "Bearer "+tok)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return nil, err
+		}
+		defer resp.Body.Close()
+		var r struct {
+			Result map[string]any `json:"result"`
+			Error  map[string]any `json:"error"`
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
+			return nil, fmt.Errorf("HTTP %d: %v", resp.StatusCode, err)
+		}
+		if r.Error != nil {
+			return nil, fmt.Errorf("%v", r.Error)
+		}
+		return r.Result, nil
+	}
+	// The office's API needs its token.
+	var lastErr error
+	defer func() {
+		if t.Failed() {
+			t.Logf("last API error: %v", lastErr)
+		}
+	}()
+	waitFor(t, "the office's API", 30*time.Second, func() bool {
+		_, lastErr = call(officeAPI, "s3cret-api-token", "_ping", nil)
+		return lastErr == nil
+	})
+	if _, err := call(officeAPI, "", "_ping", nil); err == nil {
+		t.Error("the office's API answered without its token")
+	}
+	// The office's software polls and answers whatever arrives.
+	answered := make(chan map[string]any, 4)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		for ctx.Err() == nil {
+			res, err := call(officeAPI, "s3cret-api-token", "_poll", map[string]any{"wait": 2})
+			if err != nil {
+				time.Sleep(100 * time.Millisecond)
+				continue
+			}
+			msgs, _ := res["messages"].([]any)
+			for _, raw := range msgs {
+				m := raw.(map[string]any)
+				call(officeAPI, "s3cret-api-token", "_ack", map[string]any{"message_id": m["message_id"], "from": m["from"], "result": map[string]any{"received": m["params"]}})
+				answered <- m
+			}
+		}
+	}()
+	var res map[string]any
+	waitFor(t, "a synchronous call from the vendor to reach the office", 30*time.Second, func() bool {
+		var err error
+		res, err = call(vendorAPI, "", "hd-1.submit", map[string]any{"case": "A-17"})
+		return err == nil
+	})
+	if got := fmt.Sprint(res["received"]); !strings.Contains(got, "A-17") {
+		t.Errorf("sync result %v", res)
+	}
+	if m := <-answered; m["from"] != "vendor-a" || m["sync"] != true {
+		t.Errorf("office software saw %v", m)
+	}
+	sent, err := call(vendorAPI, "", "_send", map[string]any{"to": "hd-1", "service": "submit", "params": map[string]any{"case": "A-18"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the async message to be delivered", 30*time.Second, func() bool {
+		st, err := call(vendorAPI, "", "_message", map[string]any{"message_id": sent["message_id"]})
+		return err == nil && st["status"] == "delivered"
+	})
+	cancel()
+	office.stop(t)
+	vendor.stop(t)
+	n.relay.stop(t)
 }
 
 func grepLines(s, sub string) string {

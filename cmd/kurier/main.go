@@ -53,6 +53,7 @@ Getting started on a member's machine:
 			enrollCommand(),
 			relayCommand(),
 			proxyCommand(),
+			epsCommand(),
 			statusCommand(),
 		},
 	}

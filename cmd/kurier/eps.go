@@ -1,0 +1,216 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v2"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/kurier-net/kurier/eps"
+	"github.com/kurier-net/kurier/eps/store"
+	"github.com/kurier-net/kurier/pki"
+	"github.com/kurier-net/kurier/proxy"
+)
+
+func epsCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "eps",
+		Usage: "run the endpoint server for this member's software",
+		Description: `Serves the local JSON-RPC API for the office's or vendor's software on
+loopback, reaches other members through the relays (with the private proxy
+built in: nothing listens for inbound connections), seals payloads to the
+recipient's key, and delivers asynchronous messages durably.
+
+   kurier eps --state /var/lib/kurier --callback http://127.0.0.1:8080/kurier
+
+Local software then calls, for example:
+
+   curl -s http://127.0.0.1:5555/ -H 'Content-Type: application/json' \
+     -d '{"jsonrpc":"2.0","id":1,"method":"vendor-a.guest-lists","params":{}}'
+
+Without --callback, software fetches incoming messages with _poll and
+answers them with _ack. See docs/eps.md for the API.`,
+		Flags: append(daemonFlags(),
+			&cli.StringFlag{Name: "listen", Value: "127.0.0.1:5555", Usage: "local API address (keep it on loopback)"},
+			&cli.StringFlag{Name: "store", Usage: "message store file (default <state>/eps.db)"},
+			&cli.StringFlag{Name: "token-file", Usage: "file holding the bearer token local software must send (recommended)"},
+			&cli.StringFlag{Name: "tls-cert", Usage: "serve the local API over HTTPS with this certificate (PEM)"},
+			&cli.StringFlag{Name: "tls-key", Usage: "key of --tls-cert (PEM)"},
+			&cli.StringFlag{Name: "callback", Usage: "URL incoming messages are POSTed to; empty: software polls"},
+			&cli.StringFlag{Name: "callback-token-file", Usage: "file holding a bearer token sent with callbacks"},
+			&cli.BoolFlag{Name: "pass-sealed", Usage: "hand payloads to software still sealed (it holds the seal key itself)"},
+			&cli.DurationFlag{Name: "sync-timeout", Value: 30 * time.Second, Usage: "bound on a synchronous call end to end"},
+			&cli.DurationFlag{Name: "default-deadline", Value: 24 * time.Hour, Usage: "delivery deadline of asynchronous messages that name none"},
+			&cli.BoolFlag{Name: "disable-quic", Usage: "reach the relays' control endpoints over TCP+TLS only"},
+		),
+		Action: runEPS,
+	}
+}
+
+func readSecret(path string) (string, error) {
+	if path == "" {
+		return "", nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	s := strings.TrimSpace(string(b))
+	if s == "" {
+		return "", fmt.Errorf("%s is empty", path)
+	}
+	return s, nil
+}
+
+func runEPS(c *cli.Context) error {
+	if err := requireFlags(c, "state"); err != nil {
+		return err
+	}
+	if (c.String("tls-cert") == "") != (c.String("tls-key") == "") {
+		return usagef("--tls-cert and --tls-key go together")
+	}
+	log, err := newLogger(c)
+	if err != nil {
+		return err
+	}
+	token, err := readSecret(c.String("token-file"))
+	if err != nil {
+		return fmt.Errorf("--token-file: %w", err)
+	}
+	cbToken, err := readSecret(c.String("callback-token-file"))
+	if err != nil {
+		return fmt.Errorf("--callback-token-file: %w", err)
+	}
+	n, err := openNode(c, log)
+	if err != nil {
+		return err
+	}
+	if n.state.ID.Role == pki.RoleRelay {
+		return fmt.Errorf("%s is a relay; run kurier relay", n.state.ID)
+	}
+	path := c.String("store")
+	if path == "" {
+		path = filepath.Join(n.state.Dir, "eps.db")
+	}
+	st, err := store.Open(store.Config{Path: path, Logger: log})
+	if err != nil {
+		return fmt.Errorf("open store %s: %w", path, err)
+	}
+	defer st.Close()
+	trust := pki.Trust{Roots: n.state.RootPool(), Directory: n.verifier}
+	srv, err := eps.New(eps.Config{
+		Identity: n.identity, Trust: trust, SealKeys: []pki.SealPrivateKey{n.state.Seal}, Store: st,
+		Callback: c.String("callback"), CallbackToken: cbToken, PassSealed: c.Bool("pass-sealed"),
+		Token: token, SyncTimeout: c.Duration("sync-timeout"), DefaultDeadline: c.Duration("default-deadline"),
+		Logger: log, Registerer: n.reg,
+	})
+	if err != nil {
+		return err
+	}
+	px, err := proxy.New(proxy.Config{
+		Identity: n.identity, Trust: trust, DisableQUIC: c.Bool("disable-quic"), Logger: log, Registerer: n.reg,
+	})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", c.String("listen"))
+	if err != nil {
+		return fmt.Errorf("--listen: %w", err)
+	}
+	if host, _, _ := net.SplitHostPort(ln.Addr().String()); !net.ParseIP(host).IsLoopback() {
+		log.Warn("the local API listens beyond loopback; protect it with --token-file and --tls-cert", "addr", ln.Addr().String())
+	}
+	if c.String("tls-cert") != "" {
+		cert, err := tls.LoadX509KeyPair(c.String("tls-cert"), c.String("tls-key"))
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("--tls-cert: %w", err)
+		}
+		ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+	}
+	if token == "" {
+		log.Warn("the local API has no bearer token; any local process can use it (--token-file)")
+	}
+
+	g, ctx := errgroup.WithContext(c.Context)
+	if err := n.start(ctx, g); err != nil {
+		ln.Close()
+		px.Close()
+		return errors.Join(err, g.Wait())
+	}
+	peers := proxy.NewListener(1024)
+	ready := func() error {
+		if !px.Status().Ready() {
+			return errors.New("eps: no relay holds this member's route yet")
+		}
+		return nil
+	}
+	if err := n.serveAdmin(ctx, g, c.String("admin"), ready); err != nil {
+		ln.Close()
+		px.Close()
+		return err
+	}
+	g.Go(func() error {
+		if err := px.Run(ctx); err != nil && !errors.Is(err, proxy.ErrClosed) && !errors.Is(err, context.Canceled) {
+			return err
+		}
+		return nil
+	})
+	g.Go(func() error { return srv.Run(ctx) })
+	g.Go(func() error {
+		if err := srv.ServePeer(peers); !errors.Is(err, eps.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
+	g.Go(func() error {
+		if err := srv.ServeLocal(ln); !errors.Is(err, eps.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
+	name := n.state.ID.DNSName()
+	if err := px.AddRoute(ctx, proxy.Route{Name: name, Target: peers}); err != nil {
+		return errors.Join(fmt.Errorf("route %s: %w", name, err), shutdownEPS(c, srv, px), g.Wait())
+	}
+	log.Info("endpoint server running", "api", ln.Addr().String(), "sni", name, "delivery", deliveryMode(c))
+	g.Go(func() error {
+		<-ctx.Done()
+		return shutdownEPS(c, srv, px)
+	})
+	err = g.Wait()
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+func deliveryMode(c *cli.Context) string {
+	if c.String("callback") != "" {
+		return "callback"
+	}
+	return "poll"
+}
+
+// shutdownEPS drains the endpoint server and then the proxy within the
+// drain timeout.
+func shutdownEPS(c *cli.Context, srv *eps.Server, px *proxy.Proxy) error {
+	ctx, cancel := context.WithTimeout(context.Background(), c.Duration("drain-timeout"))
+	defer cancel()
+	err := srv.Shutdown(ctx)
+	if perr := px.Shutdown(ctx); err == nil && !errors.Is(perr, proxy.ErrClosed) {
+		err = perr
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return nil // drained as far as the budget allowed
+	}
+	return err
+}
