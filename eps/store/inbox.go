@@ -344,6 +344,20 @@ func (s *Store) dropLease(key string) {
 	delete(s.leases, key)
 }
 
+// ackedGrace is how long an acknowledged message stays leased in memory.
+// A Claim whose read transaction began before the acknowledgement committed
+// still sees the message as pending; the lease keeps it from handing the
+// message out again. Read transactions last milliseconds.
+const ackedGrace = time.Minute
+
+// holdAcked replaces an acknowledged message's lease by one that outlives
+// any read transaction that started before the acknowledgement.
+func (s *Store) holdAcked(key string) {
+	s.leaseMu.Lock()
+	defer s.leaseMu.Unlock()
+	s.leases[key] = time.Now().Add(ackedGrace)
+}
+
 // pruneLeases forgets expired leases, among them any left behind by a
 // Claim that raced with an Ack.
 func (s *Store) pruneLeases(now time.Time) {
@@ -380,7 +394,7 @@ func (s *Store) Ack(peer string, id ID, answer []byte) error {
 	if err != nil {
 		return fmt.Errorf("ack %s from %s: %w", id, peer, err)
 	}
-	s.dropLease(string(key))
+	s.holdAcked(string(key))
 	return nil
 }
 
@@ -436,7 +450,7 @@ func (s *Store) AckAndEnqueue(peer string, id ID, response Message) error {
 	if err != nil {
 		return fmt.Errorf("ack %s from %s with response %s: %w", id, peer, response.ID, err)
 	}
-	s.dropLease(string(key))
+	s.holdAcked(string(key))
 	return nil
 }
 

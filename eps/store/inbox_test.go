@@ -419,3 +419,27 @@ func lastTx(s *Store) int {
 	})
 	return id
 }
+
+// TestClaimAfterAckStaleSnapshot: a Claim whose snapshot predates an Ack
+// must not hand the acknowledged message out again.
+func TestClaimAfterAckStaleSnapshot(t *testing.T) {
+	s := openTest(t, Config{})
+	m := newMsg("vendor-1", Notification)
+	if _, _, err := s.Receive(m, receipt("r")); err != nil {
+		t.Fatal(err)
+	}
+	in, err := s.Claim(1, time.Now().Add(time.Minute))
+	if err != nil || len(in) != 1 {
+		t.Fatalf("Claim = %v, %v", in, err)
+	}
+	// Simulate the race: the Claim below reads a snapshot in which the
+	// message is still pending, after the Ack committed and released the
+	// lease. The held lease must still refuse it.
+	if err := s.Ack(m.Peer, m.ID, nil); err != nil {
+		t.Fatal(err)
+	}
+	key := string(inKey(m.ID, m.Peer))
+	if s.tryLease(key, time.Now(), time.Now().Add(time.Minute)) {
+		t.Error("an acknowledged message could be leased again")
+	}
+}
