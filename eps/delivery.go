@@ -44,6 +44,20 @@ func (s *Server) itemFor(from string, m *wireMessage, payload []byte) *Item {
 	return it
 }
 
+// isStructured reports whether raw is a JSON object or array.
+func isStructured(raw json.RawMessage) bool {
+	for _, c := range raw {
+		switch c {
+		case ' ', '\t', '\n', '\r':
+			continue
+		case '{', '[':
+			return true
+		}
+		return false
+	}
+	return false
+}
+
 // answerPayload is what goes back to a requester, sealed.
 func answerPayload(result json.RawMessage, rerr *jsonrpc.Error) ([]byte, error) {
 	if rerr != nil {
@@ -68,14 +82,15 @@ func (s *Server) callback(ctx context.Context, it *Item) ([]byte, error) {
 		}
 		params = b
 	}
-	if len(params) == 0 {
-		params = json.RawMessage("null")
-	}
 	method := it.Service
 	if it.Kind == "status" {
 		method = "_status"
 	}
-	body, err := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": it.MessageID.String(), "method": method, "params": params})
+	msg := map[string]any{"jsonrpc": "2.0", "id": it.MessageID.String(), "method": method}
+	if isStructured(params) { // JSON-RPC: params, if present, is an object or array
+		msg["params"] = params
+	}
+	body, err := json.Marshal(msg)
 	if err != nil {
 		return nil, err
 	}
@@ -93,6 +108,12 @@ func (s *Server) callback(ctx context.Context, it *Item) ([]byte, error) {
 	req.Header.Set("Kurier-Deadline", it.Deadline.UTC().Format(time.RFC3339))
 	if it.CorrelationID != nil {
 		req.Header.Set("Kurier-Correlation-Id", it.CorrelationID.String())
+	}
+	if it.Sync {
+		req.Header.Set("Kurier-Sync", "true")
+	}
+	if it.Sealed != nil {
+		req.Header.Set("Kurier-Sealed", "true")
 	}
 	if s.cfg.CallbackToken != "" {
 		req.Header.Set("Authorization", "Bearer "+s.cfg.CallbackToken)

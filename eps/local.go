@@ -142,9 +142,21 @@ func (s *Server) envelope(to pki.ID, key pki.SealKey, m *wireMessage, params jso
 	return nil
 }
 
+// checkParams refuses params other than an object or array: they reach the
+// recipient's software as JSON-RPC params, which must be one or the other.
+func checkParams(raw json.RawMessage) error {
+	if len(raw) == 0 || isStructured(raw) {
+		return nil
+	}
+	return rpcErr(jsonrpc.CodeInvalidParams, "params must be a JSON object or array")
+}
+
 // call makes a synchronous call to another member and returns its result.
 func (s *Server) call(ctx context.Context, p callParams) (any, error) {
 	start := time.Now()
+	if err := checkParams(p.Params); err != nil {
+		return nil, err
+	}
 	to, key, err := s.target(p.To, p.Service)
 	if err != nil {
 		return nil, err
@@ -290,6 +302,9 @@ type sendParams struct {
 func (s *Server) localSend(raw json.RawMessage) (any, error) {
 	var p sendParams
 	if err := decodeParams(raw, &p); err != nil {
+		return nil, err
+	}
+	if err := checkParams(p.Params); err != nil {
 		return nil, err
 	}
 	kind := "request"
