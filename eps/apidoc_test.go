@@ -621,10 +621,17 @@ func TestAPIDocSealedBySoftware(t *testing.T) {
 		t.Fatalf("_poll = %s; want the software-sealed payload from vendor-a with id %s", got, id)
 	}
 
-	// The same message id again is refused: ids are single use.
-	err = vendor.Call(t.Context(), "_send", map[string]any{"to": "hd-1", "service": "submit", "sealed": env, "message_id": id}, nil)
+	// The same message again is a retry: answered with the message already
+	// queued (duplicate), not sent twice. The id for another message is
+	// refused.
+	var again map[string]any
+	err = vendor.Call(t.Context(), "_send", map[string]any{"to": "hd-1", "service": "submit", "sealed": env, "message_id": id}, &again)
+	if err != nil || again["duplicate"] != true || again["message_id"] != id {
+		t.Errorf("_send of the same message again = %v, %v; want the queued message, duplicate", again, err)
+	}
+	err = vendor.Call(t.Context(), "_send", map[string]any{"to": "hd-1", "service": "submit", "notification": true, "params": map[string]any{}, "message_id": id}, nil)
 	if e, ok := errors.AsType[*jsonrpc.Error](err); !ok || e.Code != jsonrpc.CodeInvalidParams {
-		t.Errorf("_send with a used message_id = %v, want %d", err, jsonrpc.CodeInvalidParams)
+		t.Errorf("_send of another message with a used message_id = %v, want %d", err, jsonrpc.CodeInvalidParams)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"strconv"
 	"sync"
 	"time"
 
@@ -259,7 +260,7 @@ func (s *Server) deliver(ctx context.Context, o store.Outgoing) {
 		wm.CorrelationID = &c
 	}
 	actx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	status, body, err := s.post(actx, to, wm)
+	status, body, hdr, err := s.postH(actx, to, wm)
 	cancel()
 	if err != nil {
 		if ctx.Err() == nil {
@@ -270,7 +271,7 @@ func (s *Server) deliver(ctx context.Context, o store.Outgoing) {
 	switch {
 	case status == http.StatusAccepted:
 		digest, _ := envelopeDigest(env)
-		if _, err := verifyReceipt(body, to, id, digest, s.cfg.Trust, time.Now()); err != nil {
+		if _, err := VerifyReceipt(body, to, id, digest, s.cfg.Trust, time.Now()); err != nil {
 			retry(err, 0)
 			return
 		}
@@ -281,17 +282,28 @@ func (s *Server) deliver(ctx context.Context, o store.Outgoing) {
 			}
 		}
 	case status == http.StatusTooManyRequests || status >= 500:
-		retry(fmt.Errorf("%s answered HTTP %d", to.Name, status), retryAfter(body))
+		retry(fmt.Errorf("%s answered HTTP %d", to.Name, status), retryAfter(hdr.Get("Retry-After")))
 	default:
 		fail(peerError(to.Name, status, body).Error())
 	}
 }
 
-func retryAfter([]byte) time.Duration { return time.Second }
+// retryAfter reads a Retry-After header in seconds, bounded to an hour.
+func retryAfter(v string) time.Duration {
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 {
+		return 0
+	}
+	return time.Duration(min(n, 3600)) * time.Second
+}
 
 // report tells local software the final state of a message it sent.
 func (s *Server) report(o store.Outgoing, state, reason string) {
-	p, _ := json.Marshal(map[string]any{"message_id": o.ID, "to": o.Peer, "service": o.Service, "status": state, "reason": reason})
+	rep := map[string]any{"message_id": o.ID, "to": o.Peer, "service": o.Service, "kind": o.Kind.String(), "status": state, "reason": reason}
+	if o.Kind == store.Response {
+		rep["correlation_id"] = o.CorrelationID // the request it answered, which software knows
+	}
+	p, _ := json.Marshal(rep)
 	it := &Item{MessageID: store.NewID(), From: s.self.Name, Kind: "status", Service: o.Service, Deadline: o.Deadline, Params: p}
 	if s.cfg.Callback == "" {
 		s.inbox.addStatus(it)
@@ -361,19 +373,12 @@ func (s *Server) runInbox(ctx context.Context) {
 // a request the software's answer goes back to the sender in the same
 // transaction as the acknowledgement.
 func (s *Server) handOver(ctx context.Context, in store.Incoming) error {
-	if !time.Now().Before(in.Deadline) {
-		s.log.Warn("dropping a received message past its deadline", "peer", in.Peer, "service", in.Service)
-		return s.cfg.Store.Ack(in.Peer, in.ID, nil)
+	if settled, err := s.settleUnusable(in); settled || err != nil {
+		return err
 	}
 	it, err := s.openIncoming(in)
 	if err != nil {
-		// A stored envelope that no longer opens (key rotated away): the
-		// sender is told by an error response.
-		if in.Kind == store.Request {
-			ans, _ := answerPayload(nil, rpcErr(jsonrpc.CodeSealed, "%v", err))
-			return s.ackRequest(in, ans)
-		}
-		return s.cfg.Store.Ack(in.Peer, in.ID, nil)
+		return err
 	}
 	answer, err := s.callback(ctx, it)
 	if err != nil {
@@ -383,6 +388,32 @@ func (s *Server) handOver(ctx context.Context, in store.Incoming) error {
 		return s.ackRequest(in, answer)
 	}
 	return s.cfg.Store.Ack(in.Peer, in.ID, nil)
+}
+
+// settleUnusable acknowledges a received message local software cannot be
+// given: past its deadline (dropped), or whose payload does not open or is
+// not JSON (a request gets an error response, so its sender learns why).
+// It reports whether it settled the message. Poll and callback mode treat
+// such messages alike.
+func (s *Server) settleUnusable(in store.Incoming) (bool, error) {
+	if !time.Now().Before(in.Deadline) {
+		s.log.Warn("dropping a received message past its deadline", "peer", in.Peer, "service", in.Service)
+		s.m.peerIn.WithLabelValues("expired_undelivered").Inc()
+		return true, s.cfg.Store.Ack(in.Peer, in.ID, nil)
+	}
+	if _, err := s.openIncoming(in); err != nil {
+		s.log.Warn("a received message cannot be handed over", "peer", in.Peer, "service", in.Service, "err", err)
+		if in.Kind == store.Request {
+			var e *jsonrpc.Error
+			if !errors.As(err, &e) {
+				e = rpcErr(jsonrpc.CodeSealed, "payload cannot be opened")
+			}
+			ans, _ := answerPayload(nil, e)
+			return true, s.ackRequest(in, ans)
+		}
+		return true, s.cfg.Store.Ack(in.Peer, in.ID, nil)
+	}
+	return false, nil
 }
 
 // openIncoming turns a stored message into the item local software sees.
@@ -411,23 +442,29 @@ func (s *Server) openIncoming(in store.Incoming) (*Item, error) {
 // sender atomically.
 func (s *Server) ackRequest(in store.Incoming, answer []byte) error {
 	req := &wireMessage{ID: in.ID, Kind: "request", Service: in.Service}
-	deadline := time.Now().Add(s.cfg.DefaultDeadline)
-	resp, err := s.response(in.Peer, req, answer, deadline)
+	resp, err := s.response(in.Peer, req, answer, time.Now().Add(s.cfg.DefaultDeadline))
 	if err != nil {
 		return err
 	}
+	return s.enqueueResponse(in, resp)
+}
+
+// enqueueResponse acknowledges the request in and queues resp, its answer,
+// in one transaction.
+func (s *Server) enqueueResponse(in store.Incoming, resp *wireMessage) error {
 	sealed, err := json.Marshal(resp.Sealed)
 	if err != nil {
 		return err
 	}
 	err = s.cfg.Store.AckAndEnqueue(in.Peer, in.ID, store.Message{
 		ID: resp.ID, Kind: store.Response, Peer: in.Peer, Service: in.Service,
-		CorrelationID: in.ID, Deadline: deadline, Sealed: sealed,
+		CorrelationID: in.ID, Deadline: resp.Deadline, Sealed: sealed,
 	})
-	if err == nil {
-		s.kick(s.kickOut)
+	if err != nil {
+		return storeErr(in.Peer, err)
 	}
-	return err
+	s.kick(s.kickOut)
+	return nil
 }
 
 // localPoll returns messages waiting for local software (long-poll).
@@ -459,9 +496,14 @@ func (s *Server) localPoll(ctx context.Context, raw json.RawMessage) (any, error
 				return nil, err
 			}
 			for _, in := range stored {
+				if settled, err := s.settleUnusable(in); settled || err != nil {
+					if err != nil {
+						s.log.Warn("a received message could not be settled", "peer", in.Peer, "err", err)
+					}
+					continue
+				}
 				it, err := s.openIncoming(in)
-				if err != nil {
-					s.log.Warn("a received message cannot be opened", "peer", in.Peer, "err", err)
+				if err != nil { // settleUnusable opened it a moment ago
 					continue
 				}
 				items = append(items, it)

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"strings"
 	"time"
 
@@ -69,6 +70,16 @@ func (s *Server) handleLocal(ctx context.Context, req *jsonrpc.Request) (any, er
 		if !ok || strings.HasPrefix(req.Method, "_") || strings.HasPrefix(req.Method, "rpc.") {
 			return nil, rpcErr(jsonrpc.CodeMethodNotFound, "method not found: %q (want <member>.<service> or a _ method)", req.Method)
 		}
+		if req.ID == nil {
+			// A JSON-RPC notification expects no answer: send it as an
+			// asynchronous notification message instead of waiting.
+			kind = "send"
+			p, err := json.Marshal(sendParams{To: member, Service: service, Params: req.Params, Notification: true})
+			if err != nil {
+				return nil, err
+			}
+			return s.localSend(p)
+		}
 		kind = "call"
 		return s.call(ctx, callParams{To: member, Service: service, Params: req.Params})
 	}()
@@ -99,14 +110,17 @@ type callParams struct {
 
 // target checks that the member exists, offers the service and that this
 // member may call it, and returns its seal key.
-func (s *Server) target(to, service string) (pki.ID, pki.SealKey, error) {
+func (s *Server) target(to, service string, serviceCode int) (pki.ID, pki.SealKey, error) {
 	if err := pki.ValidName(to); err != nil {
 		return pki.ID{}, pki.SealKey{}, rpcErr(jsonrpc.CodeUnknownMember, "unknown member %q", to)
 	}
 	if err := pki.ValidServiceName(service); err != nil {
-		return pki.ID{}, pki.SealKey{}, rpcErr(jsonrpc.CodeMethodNotFound, "invalid service name %q", service)
+		return pki.ID{}, pki.SealKey{}, rpcErr(serviceCode, "invalid service name %q", service)
 	}
 	m, snap, err := s.memberEntry(to)
+	if errors.Is(err, pki.ErrNoDirectory) {
+		return pki.ID{}, pki.SealKey{}, rpcErr(jsonrpc.CodeUnavailable, "no signed directory loaded yet")
+	}
 	if err != nil {
 		return pki.ID{}, pki.SealKey{}, rpcErr(jsonrpc.CodeUnknownMember, "%v", err)
 	}
@@ -135,6 +149,9 @@ func (s *Server) envelope(to pki.ID, key pki.SealKey, m *wireMessage, params jso
 		params = json.RawMessage("null")
 	}
 	env, err := s.sealer.Seal(key, ctx, params, s.cert())
+	if errors.Is(err, seal.ErrTooLarge) {
+		return rpcErr(jsonrpc.CodeTooLarge, "payload too large to seal (at most %d bytes)", seal.MaxSize/4*3)
+	}
 	if err != nil {
 		return err
 	}
@@ -157,7 +174,7 @@ func (s *Server) call(ctx context.Context, p callParams) (any, error) {
 	if err := checkParams(p.Params); err != nil {
 		return nil, err
 	}
-	to, key, err := s.target(p.To, p.Service)
+	to, key, err := s.target(p.To, p.Service, jsonrpc.CodeMethodNotFound)
 	if err != nil {
 		return nil, err
 	}
@@ -234,29 +251,40 @@ func (s *Server) openFrom(from pki.ID, m *wireMessage) ([]byte, error) {
 	if id != from {
 		return nil, rpcErr(jsonrpc.CodeSealed, "payload signed by %s, not %s", id, from)
 	}
+	// Local software gets JSON-RPC params: refuse anything else here, once,
+	// rather than wedge its delivery.
+	if !json.Valid(pt) || (m.Kind != "response" && !isStructured(pt) && !bytes.Equal(bytes.TrimSpace(pt), []byte("null"))) {
+		return nil, rpcErr(jsonrpc.CodeInvalidParams, "payload from %s is not a JSON object, array or null", from.Name)
+	}
 	return pt, nil
 }
 
 // post sends m to the peer and returns the HTTP status and body.
 func (s *Server) post(ctx context.Context, to pki.ID, m *wireMessage) (int, []byte, error) {
+	status, body, _, err := s.postH(ctx, to, m)
+	return status, body, err
+}
+
+// postH is post that also returns the response headers.
+func (s *Server) postH(ctx context.Context, to pki.ID, m *wireMessage) (int, []byte, http.Header, error) {
 	b, err := json.Marshal(m)
 	if err != nil {
-		return 0, nil, err
+		return 0, nil, nil, err
 	}
 	req, err := newPeerRequest(b)
 	if err != nil {
-		return 0, nil, err
+		return 0, nil, nil, err
 	}
 	resp, err := s.client.Do(ctx, to, req)
 	if err != nil {
-		return 0, nil, err
+		return 0, nil, nil, err
 	}
 	defer resp.Body.Close()
 	body, err := readLimited(resp.Body, s.cfg.MaxBody+64<<10)
 	if err != nil {
-		return 0, nil, err
+		return 0, nil, nil, err
 	}
-	return resp.StatusCode, body, nil
+	return resp.StatusCode, body, resp.Header, nil
 }
 
 // peerError maps a peer's refusal to a JSON-RPC error.
@@ -307,55 +335,30 @@ func (s *Server) localSend(raw json.RawMessage) (any, error) {
 	if err := checkParams(p.Params); err != nil {
 		return nil, err
 	}
+	if p.Sealed != nil && p.MessageID == nil {
+		return nil, rpcErr(jsonrpc.CodeInvalidParams, "a sealed payload needs the message_id it was sealed for")
+	}
+	if p.CorrelationID != nil {
+		if p.Notification {
+			return nil, rpcErr(jsonrpc.CodeInvalidParams, "a message is either a response (correlation_id) or a notification")
+		}
+		return s.sendResponse(p)
+	}
 	kind := "request"
-	switch {
-	case p.CorrelationID != nil && p.Notification:
-		return nil, rpcErr(jsonrpc.CodeInvalidParams, "a message is either a response (correlation_id) or a notification")
-	case p.CorrelationID != nil:
-		kind = "response"
-	case p.Notification:
+	if p.Notification {
 		kind = "notification"
 	}
-	to, key, err := s.target(p.To, p.Service)
-	if kind == "response" {
-		// A response answers a request that member sent us: the directory's
-		// permission is the requester's, already checked when it arrived.
-		if err != nil {
-			var e *jsonrpc.Error
-			if !errors.As(err, &e) || e.Code != jsonrpc.CodeNotAllowed {
-				return nil, err
-			}
-			m, snap, merr := s.memberEntry(p.To)
-			if merr != nil {
-				return nil, err
-			}
-			k, kerr := sealKeyOf(m)
-			if kerr != nil {
-				return nil, rpcErr(jsonrpc.CodeSealed, "%v", kerr)
-			}
-			to, key, err = pki.ID{Network: snap.Dir.Network, Role: m.Role, Name: m.Name}, k, nil
-		}
-		if _, ierr := s.cfg.Store.Received(p.To, *p.CorrelationID); ierr != nil {
-			return nil, rpcErr(jsonrpc.CodeInvalidParams, "correlation_id %s is not a message received from %s", p.CorrelationID, p.To)
-		}
-	}
+	to, key, err := s.target(p.To, p.Service, jsonrpc.CodeInvalidParams)
 	if err != nil {
 		return nil, err
 	}
-	now := time.Now()
-	deadline := now.Add(s.cfg.DefaultDeadline)
-	if p.Deadline != nil {
-		if !p.Deadline.After(now) || p.Deadline.Sub(now) > s.cfg.MaxDeadline {
-			return nil, rpcErr(jsonrpc.CodeInvalidParams, "deadline must lie in the future and within %s", s.cfg.MaxDeadline)
-		}
-		deadline = *p.Deadline
+	deadline, err := s.deadline(p.Deadline)
+	if err != nil {
+		return nil, err
 	}
-	m := &wireMessage{ID: store.NewID(), Kind: kind, Service: p.Service, CorrelationID: p.CorrelationID, Deadline: deadline.UTC()}
-	if p.Sealed != nil {
-		if p.MessageID == nil {
-			return nil, rpcErr(jsonrpc.CodeInvalidParams, "a sealed payload needs the message_id it was sealed for")
-		}
-		m.ID = *p.MessageID
+	m := &wireMessage{ID: store.NewID(), Kind: kind, Service: p.Service, Deadline: deadline}
+	if p.MessageID != nil {
+		m.ID = *p.MessageID // software's idempotency key (and, if sealed, what it sealed for)
 	}
 	if err := s.envelope(to, key, m, p.Params, p.Sealed); err != nil {
 		return nil, err
@@ -365,23 +368,97 @@ func (s *Server) localSend(raw json.RawMessage) (any, error) {
 		return nil, err
 	}
 	k, _ := store.ParseKind(kind)
-	sm := store.Message{ID: m.ID, Kind: k, Peer: to.Name, Service: m.Service, Deadline: m.Deadline, Sealed: sealed, CreatedAt: now}
-	if m.CorrelationID != nil {
-		sm.CorrelationID = *m.CorrelationID
-	}
-	if err := s.cfg.Store.Enqueue(sm); err != nil {
-		switch {
-		case errors.Is(err, store.ErrQueueFull):
-			return nil, rpcErr(jsonrpc.CodeQueueFull, "the queue for %s is full; retry later", to.Name)
-		case errors.Is(err, store.ErrExists):
-			return nil, rpcErr(jsonrpc.CodeInvalidParams, "message_id %s was used before", m.ID)
-		case errors.Is(err, store.ErrTooLarge):
-			return nil, rpcErr(jsonrpc.CodeTooLarge, "payload too large")
+	err = s.cfg.Store.Enqueue(store.Message{ID: m.ID, Kind: k, Peer: to.Name, Service: m.Service, Deadline: m.Deadline, Sealed: sealed, CreatedAt: time.Now()})
+	if errors.Is(err, store.ErrExists) {
+		// The same message_id again: a retry after a lost answer succeeds
+		// with the stored message's state; a different message is refused.
+		if o, gerr := s.cfg.Store.Get(m.ID); gerr == nil && o.Peer == to.Name && o.Service == m.Service && o.Kind == k {
+			return map[string]any{"message_id": o.ID, "status": o.State.String(), "deadline": o.Deadline, "duplicate": true}, nil
 		}
-		return nil, err
+		return nil, rpcErr(jsonrpc.CodeInvalidParams, "message_id %s was used before for another message", m.ID)
+	}
+	if err != nil {
+		return nil, storeErr(to.Name, err)
 	}
 	s.kick(s.kickOut)
 	return map[string]any{"message_id": m.ID, "status": "queued", "deadline": m.Deadline}, nil
+}
+
+// deadline checks a requested delivery deadline or returns the default.
+func (s *Server) deadline(d *time.Time) (time.Time, error) {
+	now := time.Now()
+	if d == nil {
+		return now.Add(s.cfg.DefaultDeadline).UTC(), nil
+	}
+	if !d.After(now) || d.Sub(now) > s.cfg.MaxDeadline {
+		return time.Time{}, rpcErr(jsonrpc.CodeInvalidParams, "deadline must lie in the future and within %s", s.cfg.MaxDeadline)
+	}
+	return d.UTC(), nil
+}
+
+// storeErr maps an outbox refusal to a JSON-RPC error.
+func storeErr(to string, err error) error {
+	switch {
+	case errors.Is(err, store.ErrQueueFull):
+		return rpcErr(jsonrpc.CodeQueueFull, "the queue for %s is full; retry later", to)
+	case errors.Is(err, store.ErrTooLarge):
+		return rpcErr(jsonrpc.CodeTooLarge, "payload too large")
+	case errors.Is(err, store.ErrExpired), errors.Is(err, store.ErrInvalid):
+		return rpcErr(jsonrpc.CodeInvalidParams, "%v", err)
+	}
+	return err
+}
+
+// sendResponse answers a request received from p.To (correlation_id) with
+// p.Params as its result, exactly like _ack: the request is acknowledged
+// and the answer queued in one transaction, so a request never gets two
+// responses.
+func (s *Server) sendResponse(p sendParams) (any, error) {
+	in, err := s.cfg.Store.Received(p.To, *p.CorrelationID)
+	switch {
+	case err != nil:
+		return nil, rpcErr(jsonrpc.CodeInvalidParams, "correlation_id %s is not a message received from %q", p.CorrelationID, p.To)
+	case in.Kind != store.Request:
+		return nil, rpcErr(jsonrpc.CodeInvalidParams, "correlation_id %s is a %s, not a request", p.CorrelationID, in.Kind)
+	case in.Acked:
+		return nil, rpcErr(jsonrpc.CodeInvalidParams, "request %s from %s was already answered", p.CorrelationID, p.To)
+	case p.Service != "" && p.Service != in.Service:
+		return nil, rpcErr(jsonrpc.CodeInvalidParams, "request %s was for service %s", p.CorrelationID, in.Service)
+	}
+	deadline, err := s.deadline(p.Deadline)
+	if err != nil {
+		return nil, err
+	}
+	var resp *wireMessage
+	if p.Sealed != nil {
+		// The requester's permission was checked when the request arrived;
+		// only its seal key is needed here.
+		m, _, err := s.memberEntry(p.To)
+		if err != nil {
+			return nil, rpcErr(jsonrpc.CodeUnknownMember, "%v", err)
+		}
+		key, err := sealKeyOf(m)
+		if err != nil {
+			return nil, rpcErr(jsonrpc.CodeSealed, "%v", err)
+		}
+		corr := in.ID
+		resp = &wireMessage{ID: *p.MessageID, Kind: "response", Service: in.Service, CorrelationID: &corr, Deadline: deadline}
+		if err := s.envelope(pki.ID{Network: s.self.Network, Role: m.Role, Name: m.Name}, key, resp, nil, p.Sealed); err != nil {
+			return nil, err
+		}
+	} else {
+		answer, err := answerPayload(p.Params, nil)
+		if err != nil {
+			return nil, err
+		}
+		if resp, err = s.response(p.To, &wireMessage{ID: in.ID, Kind: "request", Service: in.Service}, answer, deadline); err != nil {
+			return nil, err
+		}
+	}
+	if err := s.enqueueResponse(in, resp); err != nil {
+		return nil, err
+	}
+	return map[string]any{"message_id": resp.ID, "status": "queued", "deadline": resp.Deadline}, nil
 }
 
 // localMessage reports the delivery state of a sent message.
@@ -433,7 +510,7 @@ func (s *Server) localDirectory(raw json.RawMessage) (any, error) {
 		SealKeys    []pki.SealKey `json:"seal_keys"`
 		Callable    []string      `json:"callable"` // services this member may call
 	}
-	var out []member
+	out := []member{}
 	for _, m := range snap.Dir.Members {
 		if m.Role == pki.RoleRelay || m.Suspended || snap.IsRevoked(m.Name, "") || (p.Member != "" && m.Name != p.Member) {
 			continue
@@ -462,6 +539,9 @@ func (s *Server) localStatus() (any, error) {
 		st["store"] = stats
 	}
 	st["peer_connections"] = s.client.Conns()
+	if s.cfg.Status != nil {
+		st["relays"] = s.cfg.Status()
+	}
 	st["delivery"] = map[string]any{"mode": s.deliveryMode(), "waiting_for_poll": s.inbox.len()}
 	return st, nil
 }

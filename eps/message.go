@@ -73,39 +73,38 @@ func sealContext(sender, recipient string, m *wireMessage) seal.Context {
 }
 
 // Receipt is a receiver's signed statement that it stored a message. The
-// sender keeps it as proof of delivery.
+// sender keeps it as proof of delivery. On the wire it is a SignedReceipt:
+// the receipt's JSON bytes, signed as they are, so that anyone can verify
+// the exact bytes before reading them.
 type Receipt struct {
 	MessageID  store.ID  `json:"message_id"`
 	From       string    `json:"from"`
 	To         string    `json:"to"`
 	ReceivedAt time.Time `json:"received_at"`
-	// Digest is the SHA-256 of the sealed envelope's JSON as received.
+	// Digest is the SHA-256 of the sealed envelope's canonical JSON
+	// (seal.Envelope.Marshal), which sender and receiver compute alike.
 	Digest []byte `json:"digest"`
-	// Cert is the receiver's certificate (DER); Sig its signature over
-	// SHA-256("kurier-receipt/v1\x00" || the receipt's JSON without cert
-	// and sig).
+}
+
+// SignedReceipt is a receipt as sent: Body holds the receipt's JSON, Sig
+// the receiver's signature over SHA-256("kurier-receipt/v1\x00" || Body) by
+// the key of Cert (DER).
+type SignedReceipt struct {
+	Body []byte `json:"receipt"`
 	Cert []byte `json:"cert"`
 	Sig  []byte `json:"sig"`
 }
 
 const receiptContext = "kurier-receipt/v1\x00"
 
-func (r *Receipt) signedBytes() ([]byte, error) {
-	u := *r
-	u.Cert, u.Sig = nil, nil
-	b, err := json.Marshal(u)
-	if err != nil {
-		return nil, err
-	}
-	sum := sha256.Sum256(append([]byte(receiptContext), b...))
-	return sum[:], nil
+func receiptDigest(body []byte) []byte {
+	sum := sha256.Sum256(append([]byte(receiptContext), body...))
+	return sum[:]
 }
 
-// signReceipt fills in r's certificate and signature with the member's key.
+// signReceipt encodes and signs r with the member's key.
 func signReceipt(r *Receipt, cert *tls.Certificate) ([]byte, error) {
-	r.Cert = cert.Certificate[0]
-	r.Sig = nil
-	d, err := r.signedBytes()
+	body, err := json.Marshal(r)
 	if err != nil {
 		return nil, err
 	}
@@ -117,29 +116,26 @@ func signReceipt(r *Receipt, cert *tls.Certificate) ([]byte, error) {
 	if _, ok := signer.Public().(ed25519.PublicKey); ok {
 		opts = crypto.Hash(0)
 	}
-	if r.Sig, err = signer.Sign(rand.Reader, d, opts); err != nil {
+	sig, err := signer.Sign(rand.Reader, receiptDigest(body), opts)
+	if err != nil {
 		return nil, err
 	}
-	return json.Marshal(r)
+	return json.Marshal(SignedReceipt{Body: body, Cert: cert.Certificate[0], Sig: sig})
 }
 
 // ErrBadReceipt is returned for a receipt that does not prove delivery.
 var ErrBadReceipt = errors.New("eps: receipt does not verify")
 
-// verifyReceipt checks that b is a receipt for the message id with the
-// envelope digest, signed by the member want whose certificate the directory
-// accepts.
-func verifyReceipt(b []byte, want pki.ID, id store.ID, digest []byte, trust pki.Trust, now time.Time) (*Receipt, error) {
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	var r Receipt
-	if err := dec.Decode(&r); err != nil {
+// VerifyReceipt checks that b is a receipt for the message id with the
+// envelope digest, signed by the member want with a key the directory
+// pins, and returns it. The signature is checked over the exact body bytes
+// before they are parsed.
+func VerifyReceipt(b []byte, want pki.ID, id store.ID, digest []byte, trust pki.Trust, now time.Time) (*Receipt, error) {
+	var sr SignedReceipt
+	if err := strictJSON(b, &sr); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadReceipt, err)
 	}
-	if r.MessageID != id || r.To != want.Name || !bytes.Equal(r.Digest, digest) {
-		return nil, fmt.Errorf("%w: it is for another message", ErrBadReceipt)
-	}
-	leaf, err := x509.ParseCertificate(r.Cert)
+	leaf, err := x509.ParseCertificate(sr.Cert)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadReceipt, err)
 	}
@@ -147,6 +143,8 @@ func verifyReceipt(b []byte, want pki.ID, id store.ID, digest []byte, trust pki.
 	if snap == nil {
 		return nil, pki.ErrNoDirectory
 	}
+	// The directory's pin names this exact key for the member, so the
+	// certificate needs no chain: only that member's key can sign.
 	got, _, err := snap.Authorize(leaf, now)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrBadReceipt, err)
@@ -154,22 +152,37 @@ func verifyReceipt(b []byte, want pki.ID, id store.ID, digest []byte, trust pki.
 	if got != want {
 		return nil, fmt.Errorf("%w: signed by %s, want %s", ErrBadReceipt, got, want)
 	}
-	// The pin in the directory is the trust: it names this exact key.
-	d, err := r.signedBytes()
-	if err != nil {
-		return nil, err
-	}
+	d := receiptDigest(sr.Body)
 	ok := false
 	switch pub := leaf.PublicKey.(type) {
 	case *ecdsa.PublicKey:
-		ok = ecdsa.VerifyASN1(pub, d, r.Sig)
+		ok = ecdsa.VerifyASN1(pub, d, sr.Sig)
 	case ed25519.PublicKey:
-		ok = ed25519.Verify(pub, d, r.Sig)
+		ok = ed25519.Verify(pub, d, sr.Sig)
 	}
 	if !ok {
 		return nil, fmt.Errorf("%w: bad signature", ErrBadReceipt)
 	}
+	var r Receipt
+	if err := strictJSON(sr.Body, &r); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadReceipt, err)
+	}
+	if r.MessageID != id || r.To != want.Name || !bytes.Equal(r.Digest, digest) {
+		return nil, fmt.Errorf("%w: it is for another message", ErrBadReceipt)
+	}
 	return &r, nil
+}
+
+func strictJSON(b []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if dec.More() {
+		return errors.New("trailing data")
+	}
+	return nil
 }
 
 func envelopeDigest(env *seal.Envelope) ([]byte, error) {

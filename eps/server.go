@@ -24,6 +24,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -70,6 +71,13 @@ type Config struct {
 
 	// Token, if set, is required as a bearer token on the local API.
 	Token string
+	// LocalHosts are host names the local API answers besides localhost
+	// and loopback addresses (for an API deliberately reachable by another
+	// name). Other Host headers are refused, against DNS rebinding.
+	LocalHosts []string
+	// Status, if set, adds the private proxy's state (relays, transports,
+	// routes) to _status.
+	Status func() any
 	// SyncTimeout bounds a synchronous call end to end. If zero, 30s.
 	SyncTimeout time.Duration
 	// DefaultDeadline is the delivery deadline of an asynchronous message
@@ -78,9 +86,10 @@ type Config struct {
 	DefaultDeadline, MaxDeadline time.Duration
 	// MaxBody bounds local requests and peer messages. If zero, 8 MiB.
 	MaxBody int64
-	// PeerConcurrency bounds requests from one peer member handled at once;
-	// PeerRate their rate per second (burst of the same size). If zero,
-	// 64 and 200.
+	// PeerConcurrency bounds requests from one peer member handled at once
+	// (more wait up to 5s for a slot); PeerRate their rate per second, with
+	// a burst of the same size, beyond which requests are refused (429). If
+	// zero, 64 and 10000: the rate stops floods, not legitimate volume.
 	PeerConcurrency int
 	PeerRate        float64
 	// RetryMin and RetryMax bound the delivery backoff. If zero, 1s and 5m.
@@ -152,7 +161,7 @@ func New(cfg Config) (*Server, error) {
 		cfg.PeerConcurrency = 64
 	}
 	if cfg.PeerRate <= 0 {
-		cfg.PeerRate = 200
+		cfg.PeerRate = 10000
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -198,7 +207,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.local = &http.Server{
-		Handler:           localGuard(api),
+		Handler:           localGuard(api, cfg.LocalHosts),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
@@ -206,15 +215,16 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// localGuard refuses requests whose Host header is not a loopback address
-// or localhost, so a web page cannot reach the local API by DNS rebinding.
-func localGuard(h http.Handler) http.Handler {
+// localGuard refuses requests whose Host header is not a loopback address,
+// localhost or one of allowed, so a web page cannot reach the local API by
+// DNS rebinding.
+func localGuard(h http.Handler, allowed []string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		host := r.Host
 		if hh, _, err := net.SplitHostPort(host); err == nil {
 			host = hh
 		}
-		if ip := net.ParseIP(host); !(host == "localhost" || ip != nil && ip.IsLoopback()) {
+		if ip := net.ParseIP(host); !(host == "localhost" || ip != nil && ip.IsLoopback() || slices.Contains(allowed, host)) {
 			http.Error(w, "eps: the local API answers only requests to a loopback address", http.StatusForbidden)
 			return
 		}

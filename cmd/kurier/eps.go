@@ -106,19 +106,31 @@ func runEPS(c *cli.Context) error {
 	}
 	defer st.Close()
 	trust := pki.Trust{Roots: n.state.RootPool(), Directory: n.verifier}
-	srv, err := eps.New(eps.Config{
-		Identity: n.identity, Trust: trust, SealKeys: []pki.SealPrivateKey{n.state.Seal}, Store: st,
-		Callback: c.String("callback"), CallbackToken: cbToken, PassSealed: c.Bool("pass-sealed"),
-		Token: token, SyncTimeout: c.Duration("sync-timeout"), DefaultDeadline: c.Duration("default-deadline"),
-		Logger: log, Registerer: n.reg,
-	})
-	if err != nil {
-		return err
-	}
 	px, err := proxy.New(proxy.Config{
 		Identity: n.identity, Trust: trust, DisableQUIC: c.Bool("disable-quic"), Logger: log, Registerer: n.reg,
 	})
 	if err != nil {
+		return err
+	}
+	var sealKeys []pki.SealPrivateKey
+	if !c.Bool("pass-sealed") { // then the software holds the key; the EPS never loads it
+		sealKeys = []pki.SealPrivateKey{n.state.Seal}
+	}
+	var localHosts []string
+	if host, _, err := net.SplitHostPort(c.String("listen")); err == nil && host != "" {
+		if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
+			localHosts = append(localHosts, host)
+		}
+	}
+	srv, err := eps.New(eps.Config{
+		Identity: n.identity, Trust: trust, SealKeys: sealKeys, Store: st,
+		Callback: c.String("callback"), CallbackToken: cbToken, PassSealed: c.Bool("pass-sealed"),
+		Token: token, LocalHosts: localHosts, Status: func() any { return px.Status() },
+		SyncTimeout: c.Duration("sync-timeout"), DefaultDeadline: c.Duration("default-deadline"),
+		Logger: log, Registerer: n.reg,
+	})
+	if err != nil {
+		px.Close()
 		return err
 	}
 	ln, err := net.Listen("tcp", c.String("listen"))
@@ -126,7 +138,12 @@ func runEPS(c *cli.Context) error {
 		return fmt.Errorf("--listen: %w", err)
 	}
 	if host, _, _ := net.SplitHostPort(ln.Addr().String()); !net.ParseIP(host).IsLoopback() {
-		log.Warn("the local API listens beyond loopback; protect it with --token-file and --tls-cert", "addr", ln.Addr().String())
+		if token == "" {
+			ln.Close()
+			px.Close()
+			return usagef("--listen %s is beyond loopback: --token-file is required (and --tls-cert recommended)", c.String("listen"))
+		}
+		log.Warn("the local API listens beyond loopback", "addr", ln.Addr().String())
 	}
 	if c.String("tls-cert") != "" {
 		cert, err := tls.LoadX509KeyPair(c.String("tls-cert"), c.String("tls-key"))

@@ -406,10 +406,11 @@ func (c *Client) Do(ctx context.Context, to pki.ID, req *http.Request) (*http.Re
 		if err == nil {
 			return resp, nil
 		}
-		// A connection that went away before the request was sent is
-		// retried once on a fresh one; anything else is the caller's.
+		// Only a request the connection could not take at all is retried
+		// on a fresh one: anything that may have reached the peer is the
+		// caller's to decide (a sync call is at most once).
 		c.drop(to, cc)
-		if attempt > 0 || !retryable(err) || (req.Body != nil && req.GetBody == nil) {
+		if attempt > 0 || !errors.Is(err, http2.ErrNoCachedConn) || (req.Body != nil && req.GetBody == nil) {
 			return nil, err
 		}
 		if req.GetBody != nil {
@@ -418,11 +419,6 @@ func (c *Client) Do(ctx context.Context, to pki.ID, req *http.Request) (*http.Re
 			}
 		}
 	}
-}
-
-func retryable(err error) bool {
-	var ge http2.GoAwayError
-	return errors.Is(err, http2.ErrNoCachedConn) || errors.As(err, &ge) || errors.Is(err, net.ErrClosed)
 }
 
 // conn returns a usable connection to the peer, dialling at most once at a

@@ -192,30 +192,43 @@ func (d *Delivery) Err() error {
 
 // Receipt is a recipient's signed statement that it stored a message; the
 // sender keeps it as proof of delivery (docs/eps-design.md, "Peer
-// protocol"). The signature covers the fields as the recipient encoded
-// them: keep Raw, not a re-encoding, as the proof.
+// protocol"). On the wire it is {"receipt": <the signed JSON bytes>,
+// "cert": …, "sig": …}: the signature covers Body exactly, so keep Raw (or
+// Body, Cert and Sig), not a re-encoding, as the proof.
 type Receipt struct {
 	MessageID  MessageID `json:"message_id"`
 	From       string    `json:"from"`
 	To         string    `json:"to"`
 	ReceivedAt time.Time `json:"received_at"`
-	// Digest is the SHA-256 of the sealed envelope as received.
+	// Digest is the SHA-256 of the sealed envelope's canonical JSON.
 	Digest []byte `json:"digest"`
-	// Cert is the recipient's certificate (DER), Sig its signature.
-	Cert []byte `json:"cert"`
-	Sig  []byte `json:"sig"`
+	// Body is the signed receipt JSON the fields above were read from.
+	Body []byte `json:"-"`
+	// Cert is the recipient's certificate (DER); Sig its signature over
+	// SHA-256("kurier-receipt/v1\x00" || Body).
+	Cert []byte `json:"-"`
+	Sig  []byte `json:"-"`
 	// Raw is the receipt exactly as the endpoint server holds it.
 	Raw json.RawMessage `json:"-"`
 }
 
-// UnmarshalJSON decodes a receipt and keeps its bytes in Raw.
+// UnmarshalJSON decodes a signed receipt and keeps its bytes in Raw.
 func (r *Receipt) UnmarshalJSON(b []byte) error {
-	type plain Receipt
-	var p plain
-	if err := json.Unmarshal(b, &p); err != nil {
+	var w struct {
+		Body []byte `json:"receipt"`
+		Cert []byte `json:"cert"`
+		Sig  []byte `json:"sig"`
+	}
+	if err := json.Unmarshal(b, &w); err != nil {
 		return err
 	}
-	*r = Receipt(p)
+	type fields Receipt
+	var f fields
+	if err := json.Unmarshal(w.Body, &f); err != nil {
+		return fmt.Errorf("sdk: receipt body: %w", err)
+	}
+	*r = Receipt(f)
+	r.Body, r.Cert, r.Sig = w.Body, w.Cert, w.Sig
 	r.Raw = append(json.RawMessage(nil), b...)
 	return nil
 }

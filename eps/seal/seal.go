@@ -284,6 +284,38 @@ func (s *Sealer) Seal(to pki.SealKey, ctx Context, plaintext []byte, signer *tls
 	return e, nil
 }
 
+// SealUnsigned seals plaintext to the key to for ctx without a signature,
+// under ctx.Sender's name: what software does that keeps plaintext away
+// from its endpoint server, which then signs the envelope with Sign. Such
+// an envelope does not open or verify until it is signed.
+func SealUnsigned(to pki.SealKey, ctx Context, plaintext []byte) (*Envelope, error) {
+	if ctx.Sender == Anonymous {
+		return Seal(to, ctx, plaintext, nil)
+	}
+	var buf [maxInfo]byte
+	info, err := ctx.appendInfo(buf[:0])
+	if err != nil {
+		return nil, err
+	}
+	if len(plaintext) > MaxSize/4*3 {
+		return nil, fmt.Errorf("%w: %w: plaintext is %d bytes", ErrTooLarge, ErrMalformed, len(plaintext))
+	}
+	s := &Sealer{}
+	pk, err := s.publicKey(to)
+	if err != nil {
+		return nil, err
+	}
+	enc, sender, err := hpke.NewSender(pk, hpke.HKDFSHA256(), aeadFor(AEADChaCha20Poly1305), info)
+	if err != nil {
+		return nil, fmt.Errorf("seal: to key %s: %w", to.ID, err)
+	}
+	ct, err := sender.Seal(nil, plaintext)
+	if err != nil {
+		return nil, fmt.Errorf("seal: to key %s: %w", to.ID, err)
+	}
+	return &Envelope{V: 1, KEM: to.KEM, KDF: KDFHKDFSHA256, AEAD: AEADChaCha20Poly1305, KeyID: to.ID, Enc: enc, CT: ct}, nil
+}
+
 // Sign signs an envelope that was sealed without a signature (by software
 // that does not hold the sender's certificate key) as ctx.Sender, whose
 // certificate signer is. Signing needs no plaintext: the signature covers

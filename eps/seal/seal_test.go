@@ -2,7 +2,6 @@ package seal
 
 import (
 	"bytes"
-	"crypto"
 	"crypto/ecdsa"
 	"errors"
 	"fmt"
@@ -302,9 +301,14 @@ func TestSignSoftwareSealed(t *testing.T) {
 	n := newNet(t)
 	ctx := Context{Sender: "vendor-a", Recipient: "hd-1", Service: "contacts", Kind: KindRequest, MessageID: strings.Repeat("ab", 16)}
 	unsigned := func() *Envelope {
-		e := craft(t, n.key(t, "hd-1", "s1"), ctx, []byte("sealed by software"), n.certs["vendor-a"], n.certs["vendor-a"].PrivateKey.(crypto.Signer))
-		e.Cert, e.Chain, e.Sig = nil, nil, nil
+		e, err := SealUnsigned(n.key(t, "hd-1", "s1"), ctx, []byte("sealed by software"))
+		if err != nil {
+			t.Fatal(err)
+		}
 		return e
+	}
+	if _, err := Open(unsigned(), ctx, n.keys["hd-1"]); err == nil {
+		t.Error("an unsigned envelope under a member's name opened before it was signed")
 	}
 	env := unsigned()
 	if err := Sign(env, ctx, n.certs["vendor-a"]); err != nil {

@@ -454,10 +454,10 @@ func safeCall(fn func(*bolt.Tx) error, tx *bolt.Tx) (err error) {
 
 // Stats counts what is pending in each direction.
 type Stats struct {
-	OutboxMessages int   // accepted, not yet delivered, expired or failed
-	OutboxBytes    int64 // their sealed bytes
-	InboxMessages  int   // received, not yet acknowledged by local software
-	InboxBytes     int64 // their sealed bytes
+	OutboxMessages int   `json:"outbox_messages"` // accepted, not yet delivered, expired or failed
+	OutboxBytes    int64 `json:"outbox_bytes"`    // their sealed bytes
+	InboxMessages  int   `json:"inbox_messages"`  // received, not yet acknowledged by local software
+	InboxBytes     int64 `json:"inbox_bytes"`     // their sealed bytes
 }
 
 // Stats reports the pending counts. It is cheap: the counts are kept with
