@@ -100,6 +100,9 @@ func (s *Server) handleClient(c net.Conn) {
 		c.Close()
 		return
 	}
+	// The pairing's time limit must not outlive it: from here on only the
+	// reaper (idle timeout, maximum age) ends the connection.
+	backend.SetWriteDeadline(time.Time{})
 	s.m.bytes.WithLabelValues("to_member").Add(float64(len(raw)))
 	s.splice(p.member, c, backend)
 }

@@ -2,6 +2,7 @@ package relay
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -512,5 +513,31 @@ func TestShutdownDeadlineForcesClose(t *testing.T) {
 	c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if _, err := c.Read(make([]byte, 1)); err == nil {
 		t.Error("relayed connection survived a forced shutdown")
+	}
+}
+
+// TestLongLivedConnection: a relayed connection keeps carrying data long
+// after the pairing, whose time limit must not linger on either side.
+func TestLongLivedConnection(t *testing.T) {
+	n := newTestNetwork(t)
+	pair := 200 * time.Millisecond
+	r := startRelay(t, n, func(c *Config) { c.PairTimeout = pair; c.IdleTimeout = time.Minute })
+	echo := startEcho(t)
+	m, err := dialMember(t, n, r, n.office, false, echo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.mustRegister("hd-1."+testNet, 0, false)
+	c := dialRaw(t, r.public, "hd-1."+testNet)
+	time.Sleep(3 * pair)
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	msg := bytes.Repeat([]byte("after the pairing "), 1000)
+	go c.Write(msg)
+	got := make([]byte, len(msg))
+	if _, err := io.ReadFull(c, got); err != nil {
+		t.Fatalf("relayed connection stopped carrying data %v after pairing: %v", 3*pair, err)
+	}
+	if !bytes.Equal(got, msg) {
+		t.Error("echo differs from what was sent")
 	}
 }
