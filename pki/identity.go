@@ -33,15 +33,19 @@ const (
 	RoleHealthOffice Role = "health-office"
 	RoleProvider     Role = "provider"
 	RoleRelay        Role = "relay"
+	// RoleService is a network service run by one member's software for
+	// the others, such as the location index (eps/locations). It is
+	// neither an office nor a provider: permissions name it explicitly.
+	RoleService Role = "service"
 )
 
 // Roles lists every valid role, in a stable order.
-var Roles = []Role{RoleHealthOffice, RoleProvider, RoleRelay}
+var Roles = []Role{RoleHealthOffice, RoleProvider, RoleRelay, RoleService}
 
 // Valid reports whether r is one of the known roles.
 func (r Role) Valid() bool {
 	switch r {
-	case RoleHealthOffice, RoleProvider, RoleRelay:
+	case RoleHealthOffice, RoleProvider, RoleRelay, RoleService:
 		return true
 	}
 	return false
@@ -51,7 +55,7 @@ func (r Role) Valid() bool {
 func ParseRole(s string) (Role, error) {
 	r := Role(s)
 	if !r.Valid() {
-		return "", fmt.Errorf("pki: unknown role %q (want health-office, provider or relay)", s)
+		return "", fmt.Errorf("pki: unknown role %q (want health-office, provider, relay or service)", s)
 	}
 	return r, nil
 }
