@@ -30,7 +30,7 @@ out of the process list and shell history.`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "ca", Usage: "CA URL, https://host:port (required)"},
 			&cli.StringFlag{Name: "fingerprint", Usage: "SHA-256 fingerprint of the network root, hex, from kurierctl ca init (required)"},
-			&cli.StringFlag{Name: "token", Usage: "one-time enrolment token", EnvVars: []string{"KURIER_TOKEN"}},
+			&cli.StringFlag{Name: "token", Usage: "one-time enrolment token"},
 			&cli.StringFlag{Name: "token-file", Usage: "read the token from this file"},
 			&cli.StringFlag{Name: "dir", Usage: "state directory to create (required)"},
 			&cli.BoolFlag{Name: "force", Usage: "replace an existing enrolment in --dir"},
@@ -102,7 +102,7 @@ func statusCommand() *cli.Command {
 		Name:  "status",
 		Usage: "show this member's identity, certificate and directory",
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "state", Usage: "member state directory (required)", EnvVars: []string{"KURIER_STATE"}},
+			&cli.StringFlag{Name: "state", Usage: "member state directory (required)"},
 			&cli.BoolFlag{Name: "json", Usage: "print as JSON"},
 		},
 		Action: func(c *cli.Context) error {

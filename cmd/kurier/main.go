@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/urfave/cli/v2"
@@ -29,6 +30,21 @@ func usagef(format string, a ...any) error { return usageError{fmt.Errorf(format
 
 // run is the whole program; main only wires it to the process.
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	err := newApp(stdin, stdout, stderr).RunContext(ctx, args)
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, new(usageError)):
+		fmt.Fprintf(stderr, "kurier: %v\n(see kurier --help)\n", err)
+		return 2
+	default:
+		fmt.Fprintf(stderr, "kurier: %v\n", err)
+		return 1
+	}
+}
+
+// newApp builds the command tree, every flag with its environment variable.
+func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 	app := &cli.App{
 		Name:  "kurier",
 		Usage: "Kurier runtime: enrol a member, run a relay, a private proxy or an endpoint server",
@@ -40,7 +56,12 @@ Getting started on a member's machine:
    kurier enroll --ca https://ca.example:9000 --fingerprint <root sha256> \
        --token <one-time token> --dir /var/lib/kurier
    kurier relay --state /var/lib/kurier            (a relay operator)
-   kurier proxy --state /var/lib/kurier --route hd-1.net=127.0.0.1:8443`,
+   kurier proxy --state /var/lib/kurier --route hd-1.net=127.0.0.1:8443
+
+Every flag may also be given as an environment variable, shown in [$...]
+after it: KURIER_ and the flag's name in capitals with - as _ (e.g.
+--directory-interval is KURIER_DIRECTORY_INTERVAL). A flag given on the
+command line wins over its variable. See deploy/config/ for examples.`,
 		Reader:          stdin,
 		Writer:          stdout,
 		ErrWriter:       stderr,
@@ -57,15 +78,53 @@ Getting started on a member's machine:
 			statusCommand(),
 		},
 	}
-	err := app.RunContext(ctx, args)
-	switch {
-	case err == nil:
-		return 0
-	case errors.As(err, new(usageError)):
-		fmt.Fprintf(stderr, "kurier: %v\n(see kurier --help)\n", err)
-		return 2
-	default:
-		fmt.Fprintf(stderr, "kurier: %v\n", err)
-		return 1
+	setEnvVars(app.Commands)
+	return app
+}
+
+// envPrefix starts the name of every environment variable kurier reads.
+const envPrefix = "KURIER_"
+
+// commandScopedFlags are flags whose name means different things in
+// different commands; their variables carry the command's name, e.g.
+// --token-file is KURIER_ENROLL_TOKEN_FILE (the enrolment token) for
+// enroll and KURIER_EPS_TOKEN_FILE (the local API's bearer token) for eps.
+// Every other flag means the same wherever it appears and has one variable.
+var commandScopedFlags = map[string]bool{"token-file": true}
+
+// envVar is the environment variable of flag name in command cmd.
+func envVar(cmd, name string) string {
+	v := envPrefix
+	if commandScopedFlags[name] {
+		v += envName(cmd) + "_"
+	}
+	return v + envName(name)
+}
+
+func envName(s string) string { return strings.ToUpper(strings.ReplaceAll(s, "-", "_")) }
+
+// setEnvVars gives every flag of cmds and their subcommands its environment
+// variable (envVar). It panics on a flag type it does not know, which the
+// tests catch before a release does.
+func setEnvVars(cmds []*cli.Command) {
+	for _, cmd := range cmds {
+		for _, f := range cmd.Flags {
+			v := []string{envVar(cmd.Name, f.Names()[0])}
+			switch f := f.(type) {
+			case *cli.StringFlag:
+				f.EnvVars = v
+			case *cli.BoolFlag:
+				f.EnvVars = v
+			case *cli.DurationFlag:
+				f.EnvVars = v
+			case *cli.IntFlag:
+				f.EnvVars = v
+			case *cli.StringSliceFlag:
+				f.EnvVars = v
+			default:
+				panic(fmt.Sprintf("kurier %s --%s: no environment variable for flag type %T", cmd.Name, f.Names()[0], f))
+			}
+		}
+		setEnvVars(cmd.Subcommands)
 	}
 }

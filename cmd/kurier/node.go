@@ -25,7 +25,7 @@ import (
 // Flags shared by every long-running command.
 func daemonFlags() []cli.Flag {
 	return []cli.Flag{
-		&cli.StringFlag{Name: "state", Usage: "member state directory written by kurier enroll (required)", EnvVars: []string{"KURIER_STATE"}},
+		&cli.StringFlag{Name: "state", Usage: "member state directory written by kurier enroll (required)"},
 		&cli.StringFlag{Name: "admin", Value: "127.0.0.1:9100", Usage: "admin listener for /metrics, /healthz and /readyz (empty disables)"},
 		&cli.DurationFlag{Name: "directory-interval", Value: 30 * time.Second, Usage: "how often to fetch the signed directory from the CA"},
 		&cli.DurationFlag{Name: "drain-timeout", Value: 30 * time.Second, Usage: "on SIGTERM, how long to let open connections finish"},

@@ -121,7 +121,46 @@ variable KURIER_CA_PASSPHRASE, else asked for on the terminal.`,
 	for _, c := range app.Commands {
 		setUsageHandlers(c)
 	}
+	setEnvVars(app.Commands, "")
 	return app
+}
+
+// envCommands are the commands whose every flag may come from the
+// environment: the long-running ones, configured by a service manager.
+// Other commands take only $KURIER_CA_DIR (and the passphrase), so what an
+// operator changes is always on the command line.
+var envCommands = map[string]bool{"ca serve": true}
+
+// envVar is the environment variable of flag name: KURIER_CA_ and the name
+// in capitals with - as _, e.g. --drain-timeout is KURIER_CA_DRAIN_TIMEOUT.
+// The prefix keeps them apart from kurier's KURIER_* variables.
+func envVar(name string) string {
+	return "KURIER_CA_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
+}
+
+// setEnvVars gives every flag of the envCommands among cmds (path is the
+// names of their parents) its environment variable. It panics on a flag
+// type it does not know, which the tests catch before a release does.
+func setEnvVars(cmds []*cli.Command, path string) {
+	for _, cmd := range cmds {
+		full := strings.TrimSpace(path + " " + cmd.Name)
+		if envCommands[full] {
+			for _, f := range cmd.Flags {
+				v := []string{envVar(f.Names()[0])}
+				switch f := f.(type) {
+				case *cli.StringFlag:
+					f.EnvVars = v
+				case *cli.DurationFlag:
+					f.EnvVars = v
+				case *cli.BoolFlag:
+					f.EnvVars = v
+				default:
+					panic(fmt.Sprintf("kurierctl %s --%s: no environment variable for flag type %T", full, f.Names()[0], f))
+				}
+			}
+		}
+		setEnvVars(cmd.Subcommands, full)
+	}
 }
 
 func onUsageError(_ *cli.Context, err error, _ bool) error {
