@@ -85,7 +85,9 @@ type Options struct {
 type MemberConfig struct {
 	// Name is the member name (pki.ValidName). Required.
 	Name string
-	// Role is pki.RoleHealthOffice or pki.RoleProvider. Required.
+	// Role is pki.RoleHealthOffice, pki.RoleProvider or pki.RoleService.
+	// Required. Services of a service member are callable only with
+	// explicit Permissions.
 	Role pki.Role
 	// Services are the services the member offers.
 	Services []string
@@ -190,8 +192,8 @@ func New(t testing.TB, opts Options) *Network {
 		if _, dup := n.members[mc.Name]; dup {
 			t.Fatalf("epstest: member %q given twice", mc.Name)
 		}
-		if mc.Role != pki.RoleHealthOffice && mc.Role != pki.RoleProvider {
-			t.Fatalf("epstest: member %q: role %q, want health-office or provider", mc.Name, mc.Role)
+		if !mc.Role.Valid() || mc.Role == pki.RoleRelay {
+			t.Fatalf("epstest: member %q: role %q, want health-office, provider or service", mc.Name, mc.Role)
 		}
 		if mc.Callback != nil && mc.CallbackURL != "" {
 			t.Fatalf("epstest: member %q: both Callback and CallbackURL set", mc.Name)

@@ -78,6 +78,14 @@ type SendOptions struct {
 	// Answers given by a handler are sent by the endpoint server itself;
 	// this is for further answers.
 	CorrelationID MessageID
+	// MessageID, if not zero, is the id the message is sent under: the
+	// software's idempotency key for requests and notifications. Sending
+	// the same message with the same id again (after a lost answer or a
+	// crash) returns the message already queued instead of a second one;
+	// another message with a used id is refused (ErrInvalidParams). Choose
+	// it with NewMessageID and store it before sending. Responses
+	// (CorrelationID) get their id from the endpoint server.
+	MessageID MessageID
 }
 
 type sendParams struct {
@@ -97,6 +105,10 @@ func (o SendOptions) apply(p *sendParams) {
 		p.Deadline = &d
 	}
 	p.Notification = o.Notification
+	if !o.MessageID.IsZero() && o.CorrelationID.IsZero() && p.MessageID == nil { // SendSealed's id stands
+		id := o.MessageID
+		p.MessageID = &id
+	}
 	if !o.CorrelationID.IsZero() {
 		id := o.CorrelationID
 		p.CorrelationID = &id
