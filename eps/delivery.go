@@ -422,6 +422,9 @@ func (s *Server) openIncoming(in store.Incoming) (*Item, error) {
 	if err != nil {
 		return nil, err
 	}
+	if in.Peer == store.Anonymous {
+		return s.openAnonymous(in, env)
+	}
 	wm := &wireMessage{ID: in.ID, Kind: in.Kind.String(), Service: in.Service, Deadline: in.Deadline, Sealed: env}
 	if in.Kind == store.Response {
 		c := in.CorrelationID

@@ -44,6 +44,8 @@ type member struct {
 	name  string
 	cert  *tls.Certificate
 	seal  pki.SealPrivateKey
+	web   *pki.SealPrivateKey // a health office's key for one-time links
+	wcert *tls.Certificate    // the links' page certificate
 	srv   *eps.Server
 	api   string // local API URL
 	store string // store file
@@ -74,6 +76,15 @@ func newNetwork(t *testing.T) *network {
 		}
 		e := pkitest.Member(m.cert, name, services...)
 		e.SealKeys = []pki.SealKey{m.seal.Public()}
+		if role == pki.RoleHealthOffice {
+			k, err := pki.NewWebSealKey("w1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			m.web = &k
+			e.SealKeys = append(e.SealKeys, k.Public())
+			m.wcert = ca.IssueWith(t, role, name, pkitest.Options{DNSNames: []string{"*." + name + "." + testNet}})
+		}
 		members = append(members, e)
 		n.eps[name] = m
 		return m
@@ -110,20 +121,25 @@ func (n *network) start(t *testing.T, m *member, callback string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := eps.New(eps.Config{
+	p, err := proxy.New(proxy.Config{Identity: mustID(t, m.cert), Trust: trust, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := eps.Config{
 		Identity: mustID(t, m.cert), Trust: trust, SealKeys: []pki.SealPrivateKey{m.seal}, Store: st,
 		Relays: func() []string { return []string{n.tap.addr} }, Callback: callback,
 		RetryMin: 50 * time.Millisecond, RetryMax: time.Second, Logger: log,
-	})
+	}
+	if m.web != nil {
+		cfg.SealKeys = append(cfg.SealKeys, *m.web)
+		cfg.Links = &eps.LinkConfig{Routes: p, Certificate: m.wcert, Key: *m.web}
+	}
+	srv, err := eps.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	m.srv = srv
 	pln := proxy.NewListener(256)
-	p, err := proxy.New(proxy.Config{Identity: mustID(t, m.cert), Trust: trust, Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithCancel(context.Background())
 	lln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -58,6 +58,15 @@ func (s *Server) handleLocal(ctx context.Context, req *jsonrpc.Request) (any, er
 		case "_ack":
 			kind = "ack"
 			return s.localAck(req.Params)
+		case "_link", "_unlink":
+			kind = "link"
+			if s.links == nil {
+				return nil, rpcErr(jsonrpc.CodeMethodNotFound, "%s: one-time links are not configured on this endpoint server", req.Method)
+			}
+			if req.Method == "_link" {
+				return s.links.create(ctx, req.Params)
+			}
+			return s.links.withdraw(req.Params)
 		case "_call":
 			kind = "call"
 			var p callParams

@@ -95,6 +95,10 @@ type Config struct {
 	// RetryMin and RetryMax bound the delivery backoff. If zero, 1s and 5m.
 	RetryMin, RetryMax time.Duration
 
+	// Links, if set, turns on one-time submission links (_link) for a
+	// health office.
+	Links *LinkConfig
+
 	// Logger receives logs. If nil, logs are discarded.
 	Logger *slog.Logger
 	// Registerer receives metrics. If nil, none are exported.
@@ -116,6 +120,7 @@ type Server struct {
 	local    *http.Server
 	limits   *peerLimits
 	cbClient *http.Client // callbacks to local software
+	links    *links       // nil unless Config.Links
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -206,6 +211,11 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	if cfg.Links != nil {
+		if s.links, err = newLinks(s, *cfg.Links); err != nil {
+			return nil, err
+		}
+	}
 	s.local = &http.Server{
 		Handler:           localGuard(api, cfg.LocalHosts),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -245,6 +255,9 @@ func (s *Server) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	wg.Go(func() { s.runOutbox(ctx) })
 	wg.Go(func() { s.runInbox(ctx) })
+	if s.links != nil {
+		wg.Go(func() { s.links.run(ctx) })
+	}
 	wg.Wait()
 	return nil
 }

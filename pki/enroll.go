@@ -142,7 +142,17 @@ func Enroll(ctx context.Context, cfg EnrollConfig) (*State, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := cl.PublishSealKeys(ctx, cert, []SealKey{seal.Public()}); err != nil {
+	published := []SealKey{seal.Public()}
+	var web *SealPrivateKey
+	if id.Role == RoleHealthOffice {
+		k, err := NewWebSealKey("w1")
+		if err != nil {
+			return nil, err
+		}
+		web = &k
+		published = append(published, k.Public())
+	}
+	if err := cl.PublishSealKeys(ctx, cert, published); err != nil {
 		return nil, err
 	}
 	fp, _ := normalizeFingerprint(cfg.Fingerprint)
@@ -155,6 +165,7 @@ func Enroll(ctx context.Context, cfg EnrollConfig) (*State, error) {
 		DirectoryKeys: tb.DirectoryKeys,
 		Cert:          cert,
 		Seal:          seal,
+		WebSeal:       web,
 	}
 	if !slices.ContainsFunc(tb.Roots, root.Equal) {
 		s.Roots = append([]*x509.Certificate{root}, tb.Roots...)

@@ -3,6 +3,7 @@ package pki
 import (
 	"bytes"
 	"context"
+	"crypto/ecdh"
 	"crypto/ed25519"
 	"crypto/hpke"
 	"crypto/tls"
@@ -29,6 +30,7 @@ import (
 //	cert.pem            certificate chain, leaf first (rewritten on renewal)
 //	key.pem             private key (0600), created here, never sent anywhere
 //	seal.key            HPKE private key for payload sealing (0600)
+//	seal-web.key        health offices: X25519 HPKE key for browsers (0600)
 //	directory           the last good signed directory (cache)
 const (
 	stateFile         = "state.json"
@@ -37,6 +39,7 @@ const (
 	certFile          = "cert.pem"
 	keyFile           = "key.pem"
 	sealKeyFile       = "seal.key"
+	webSealKeyFile    = "seal-web.key"
 	directoryFile     = "directory"
 )
 
@@ -69,6 +72,24 @@ func NewSealKey(id string) (SealPrivateKey, error) {
 	k, err := SealKEM().GenerateKey()
 	if err != nil {
 		return SealPrivateKey{}, fmt.Errorf("pki: generate seal key: %w", err)
+	}
+	return SealPrivateKey{ID: id, Key: k}, nil
+}
+
+// WebSealKEM is the HPKE KEM of a health office's second seal key, the one
+// citizens' browsers seal index-case submissions to: DHKEM(X25519), since
+// WebCrypto has X25519 but no ML-KEM. Members seal to each other with
+// SealKEM only.
+func WebSealKEM() hpke.KEM { return hpke.DHKEM(ecdh.X25519()) }
+
+// NewWebSealKey generates a WebSealKEM key pair named id.
+func NewWebSealKey(id string) (SealPrivateKey, error) {
+	if !validKeyID(id) {
+		return SealPrivateKey{}, fmt.Errorf("pki: invalid seal key id %q", id)
+	}
+	k, err := WebSealKEM().GenerateKey()
+	if err != nil {
+		return SealPrivateKey{}, fmt.Errorf("pki: generate web seal key: %w", err)
 	}
 	return SealPrivateKey{ID: id, Key: k}, nil
 }
@@ -127,6 +148,19 @@ type State struct {
 	Cert *tls.Certificate
 	// Seal is the HPKE key for payload sealing.
 	Seal SealPrivateKey
+	// WebSeal is a health office's X25519 key for submissions sealed in
+	// citizens' browsers (see WebSealKEM); nil for other members.
+	WebSeal *SealPrivateKey
+}
+
+// SealKeys returns the member's private seal keys: Seal, then WebSeal if
+// there is one.
+func (s *State) SealKeys() []SealPrivateKey {
+	keys := []SealPrivateKey{s.Seal}
+	if s.WebSeal != nil {
+		keys = append(keys, *s.WebSeal)
+	}
+	return keys
 }
 
 type stateJSON struct {
@@ -296,6 +330,21 @@ func LoadState(dir string) (*State, error) {
 	if s.Seal, err = parseSealKey(sb); err != nil {
 		return nil, fmt.Errorf("load state: %w", err)
 	}
+	web := filepath.Join(dir, webSealKeyFile)
+	switch wb, err := os.ReadFile(web); {
+	case errors.Is(err, os.ErrNotExist):
+	case err != nil:
+		return nil, fmt.Errorf("load state: %w", err)
+	default:
+		if err := checkPrivate(web); err != nil {
+			return nil, err
+		}
+		k, err := parseSealKey(wb)
+		if err != nil {
+			return nil, fmt.Errorf("load state: %s: %w", webSealKeyFile, err)
+		}
+		s.WebSeal = &k
+	}
 	return s, nil
 }
 
@@ -382,6 +431,15 @@ func writeState(s *State) error {
 	sealPEM, err := marshalSealKey(s.Seal)
 	if err != nil {
 		return fmt.Errorf("encode seal key: %w", err)
+	}
+	if s.WebSeal != nil {
+		webPEM, err := marshalSealKey(*s.WebSeal)
+		if err != nil {
+			return fmt.Errorf("encode web seal key: %w", err)
+		}
+		if err := writeFileAtomic(filepath.Join(s.Dir, webSealKeyFile), webPEM, 0o600); err != nil {
+			return err
+		}
 	}
 	var roots [][]byte
 	for _, r := range s.Roots {

@@ -30,6 +30,7 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -107,6 +108,10 @@ type MemberConfig struct {
 	// Offline lists the member in the directory without starting its
 	// endpoint server; Network.Start starts it later.
 	Offline bool
+	// Links turns on one-time submission links (eps.LinkConfig) for a
+	// health office: an X25519 seal key in the directory and a TLS
+	// certificate for *.<name>.<network> from the test CA.
+	Links bool
 }
 
 // DefaultMembers returns the default members, for tests that change one:
@@ -139,6 +144,9 @@ type Network struct {
 	relay     *relayRun        // the relay after RestartRelay; nil before
 }
 
+// RelayPublic returns the relay's public address (clients connect there).
+func (n *Network) RelayPublic() string { return n.relayEnds.Public }
+
 // Member is one member of a test network.
 type Member struct {
 	n        *Network
@@ -146,8 +154,10 @@ type Member struct {
 	id       pki.ID
 	cert     *tls.Certificate
 	seal     pki.SealPrivateKey
-	store    string // store file
-	callback string // URL, empty for polling
+	web      *pki.SealPrivateKey // X25519 key for links; nil without Links
+	webCert  *tls.Certificate    // the links' page certificate
+	store    string              // store file
+	callback string              // URL, empty for polling
 
 	mu   sync.Mutex // guards the fields below
 	api  string     // local API address, kept across restarts
@@ -212,6 +222,15 @@ func New(t testing.TB, opts Options) *Network {
 		}
 		e := pkitest.Member(m.cert, mc.Name, mc.Services...)
 		e.SealKeys = []pki.SealKey{m.seal.Public()}
+		if mc.Links {
+			k, err := pki.NewWebSealKey("w1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			m.web = &k
+			e.SealKeys = append(e.SealKeys, k.Public())
+			m.webCert = n.ca.IssueWith(t, mc.Role, mc.Name, pkitest.Options{DNSNames: []string{"*." + m.id.DNSName()}})
+		}
 		entries = append(entries, e)
 		n.members[mc.Name] = m
 		n.order = append(n.order, m)
@@ -409,6 +428,10 @@ func (m *Member) CallbackURL() string { return m.callback }
 // Cert returns the member's certificate and key.
 func (m *Member) Cert() *tls.Certificate { return m.cert }
 
+// WebCert returns the certificate of the member's one-time link pages
+// (Links), nil without Links.
+func (m *Member) WebCert() *tls.Certificate { return m.webCert }
+
 // SealKey returns the member's seal private key (its public half is in the
 // directory).
 func (m *Member) SealKey() pki.SealPrivateKey { return m.seal }
@@ -461,8 +484,12 @@ func (m *Member) start() (err error) {
 	if err != nil {
 		return err
 	}
+	keys := []pki.SealPrivateKey{m.seal}
+	if m.web != nil {
+		keys = append(keys, *m.web)
+	}
 	cfg := eps.Config{
-		Identity: id, Trust: n.Trust(), SealKeys: []pki.SealPrivateKey{m.seal}, Store: st,
+		Identity: id, Trust: n.Trust(), SealKeys: keys, Store: st,
 		Callback: m.callback, CallbackToken: m.cfg.CallbackToken, Token: m.cfg.Token, PassSealed: m.cfg.PassSealed,
 		RetryMin: 50 * time.Millisecond, RetryMax: time.Second, Logger: log,
 	}
@@ -470,16 +497,21 @@ func (m *Member) start() (err error) {
 		tapAddr := n.tap.Addr()
 		cfg.Relays = func() []string { return []string{tapAddr} }
 	}
-	if n.opts.Configure != nil {
-		n.opts.Configure(m.cfg.Name, &cfg)
-	}
-	if p.srv, err = eps.New(cfg); err != nil {
-		return err
-	}
 	if p.proxy, err = proxy.New(proxy.Config{
 		Identity: id, Trust: n.Trust(), Logger: log,
 		BackoffMin: 20 * time.Millisecond, BackoffMax: 500 * time.Millisecond,
 	}); err != nil {
+		return err
+	}
+	if m.web != nil {
+		_, port, _ := net.SplitHostPort(n.relayEnds.Public)
+		pn, _ := strconv.Atoi(port)
+		cfg.Links = &eps.LinkConfig{Routes: p.proxy, Certificate: m.webCert, Key: *m.web, Port: pn}
+	}
+	if n.opts.Configure != nil {
+		n.opts.Configure(m.cfg.Name, &cfg)
+	}
+	if p.srv, err = eps.New(cfg); err != nil {
 		return err
 	}
 	lln, err := listenAt(addr)

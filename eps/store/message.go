@@ -115,6 +115,11 @@ func (s State) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
 // Pending reports whether the message still waits for delivery.
 func (s State) Pending() bool { return s == Queued || s == Delivering }
 
+// Anonymous is the Peer of an inbox message that came from no member: a
+// citizen's submission through a one-time link (eps/submit). Only
+// notifications may have it; pki reserves the name, so no member has it.
+const Anonymous = "anonymous"
+
 // Message is one message between two endpoint servers, as the outbox and
 // the inbox keep it.
 type Message struct {
@@ -158,7 +163,13 @@ func (s *Store) check(m *Message) error {
 	case len(m.Sealed) > s.cfg.MaxSealed:
 		return fmt.Errorf("%w: envelope of %d bytes, limit %d", ErrTooLarge, len(m.Sealed), s.cfg.MaxSealed)
 	}
-	if err := pki.ValidName(m.Peer); err != nil {
+	if m.Peer == Anonymous {
+		// Only a citizen's submission through a one-time link comes
+		// from no member: a notification the link's page sealed.
+		if m.Kind != Notification {
+			return fmt.Errorf("%w: anonymous %v", ErrInvalid, m.Kind)
+		}
+	} else if err := pki.ValidName(m.Peer); err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	if err := pki.ValidServiceName(m.Service); err != nil {

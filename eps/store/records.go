@@ -22,7 +22,8 @@ var (
 	bInPending   = []byte("in.pending")
 	bInPeers     = []byte("in.peers")
 	bInPurge     = []byte("in.purge")
-	allBuckets   = [][]byte{bMeta, bOutMsg, bOutState, bOutQueue, bOutDue, bOutPeers, bOutPurge, bInMsg, bInState, bInPending, bInPeers, bInPurge}
+	bLinks       = []byte("links")
+	allBuckets   = [][]byte{bMeta, bOutMsg, bOutState, bOutQueue, bOutDue, bOutPeers, bOutPurge, bInMsg, bInState, bInPending, bInPeers, bInPurge, bLinks}
 	keyVersion   = []byte("version")
 	keyOutTotals = []byte("out.totals")
 	keyInTotals  = []byte("in.totals")

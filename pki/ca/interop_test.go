@@ -34,8 +34,18 @@ func TestEnrolWithMemberClient(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !got.HasPin(pki.Pin(st.Cert.Leaf), time.Now()) || len(got.SealKeys) != 1 || got.SealKeys[0].KEM != 0x647a {
+	if !got.HasPin(pki.Pin(st.Cert.Leaf), time.Now()) || len(got.SealKeys) != 2 || got.SealKeys[0].KEM != 0x647a || got.SealKeys[1].KEM != 0x0020 || st.WebSeal == nil {
 		t.Fatalf("store after enrolment: pins %+v, seal keys %+v", got.Pins, got.SealKeys)
+	}
+
+	// A health office has its seal key and the X25519 key for browsers,
+	// and both survive loading the state again.
+	again, err := pki.LoadState(st.Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(again.SealKeys()) != 2 || again.WebSeal.Public().ID != "w1" || again.Seal.Public().KEM != 0x647a {
+		t.Fatalf("loaded state: %+v", again.SealKeys())
 	}
 
 	// The operator publishes; the member fetches, verifies and is accepted.
@@ -61,7 +71,7 @@ func TestEnrolWithMemberClient(t *testing.T) {
 	if _, err := v.Update(signed); err != nil {
 		t.Fatalf("member refuses the published directory: %v", err)
 	}
-	if _, entry, err := v.Authorize(st.Cert.Leaf); err != nil || len(entry.SealKeys) != 1 {
+	if _, entry, err := v.Authorize(st.Cert.Leaf); err != nil || len(entry.SealKeys) != 2 {
 		t.Errorf("directory Authorize(member) = %+v, %v", entry, err)
 	}
 
