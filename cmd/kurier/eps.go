@@ -50,6 +50,11 @@ answers them with _ack. See docs/eps.md for the API.`,
 			&cli.DurationFlag{Name: "sync-timeout", Value: 30 * time.Second, Usage: "bound on a synchronous call end to end"},
 			&cli.DurationFlag{Name: "default-deadline", Value: 24 * time.Hour, Usage: "delivery deadline of asynchronous messages that name none"},
 			&cli.BoolFlag{Name: "disable-quic", Usage: "reach the relays' control endpoints over TCP+TLS only"},
+			&cli.StringFlag{Name: "link-cert", Usage: "health offices: serve one-time submission links (_link) with this TLS certificate for *.<member>.<network> (PEM, browsers must trust it)"},
+			&cli.StringFlag{Name: "link-key", Usage: "key of --link-cert (PEM)"},
+			&cli.IntFlag{Name: "link-port", Value: 443, Usage: "the relays' public port, as it goes into links"},
+			&cli.DurationFlag{Name: "link-ttl", Value: 72 * time.Hour, Usage: "lifetime of a link whose _link call names none"},
+			&cli.StringFlag{Name: "link-service", Value: "index-cases", Usage: "the service submissions through links arrive as"},
 		),
 		Action: runEPS,
 	}
@@ -76,6 +81,9 @@ func runEPS(c *cli.Context) error {
 	}
 	if (c.String("tls-cert") == "") != (c.String("tls-key") == "") {
 		return usagef("--tls-cert and --tls-key go together")
+	}
+	if (c.String("link-cert") == "") != (c.String("link-key") == "") {
+		return usagef("--link-cert and --link-key go together")
 	}
 	log, err := newLogger(c)
 	if err != nil {
@@ -114,7 +122,12 @@ func runEPS(c *cli.Context) error {
 	}
 	var sealKeys []pki.SealPrivateKey
 	if !c.Bool("pass-sealed") { // then the software holds the key; the EPS never loads it
-		sealKeys = []pki.SealPrivateKey{n.state.Seal}
+		sealKeys = n.state.SealKeys()
+	}
+	links, err := linkConfig(c, n.state, px)
+	if err != nil {
+		px.Close()
+		return err
 	}
 	var localHosts []string
 	if host, _, err := net.SplitHostPort(c.String("listen")); err == nil && host != "" {
@@ -127,7 +140,7 @@ func runEPS(c *cli.Context) error {
 		Callback: c.String("callback"), CallbackToken: cbToken, PassSealed: c.Bool("pass-sealed"),
 		Token: token, LocalHosts: localHosts, Status: func() any { return px.Status() },
 		SyncTimeout: c.Duration("sync-timeout"), DefaultDeadline: c.Duration("default-deadline"),
-		Logger: log, Registerer: n.reg,
+		Links: links, Logger: log, Registerer: n.reg,
 	})
 	if err != nil {
 		px.Close()
@@ -208,6 +221,31 @@ func runEPS(c *cli.Context) error {
 		return nil
 	}
 	return err
+}
+
+// linkConfig returns the one-time link configuration of --link-cert, or
+// nil without it.
+func linkConfig(c *cli.Context, st *pki.State, px *proxy.Proxy) (*eps.LinkConfig, error) {
+	if c.String("link-cert") == "" {
+		return nil, nil
+	}
+	if st.ID.Role != pki.RoleHealthOffice {
+		return nil, usagef("--link-cert: one-time links are for health offices; %s is a %s", st.ID, st.ID.Role)
+	}
+	if st.WebSeal == nil {
+		return nil, fmt.Errorf("--link-cert: the state in %s has no X25519 seal key for browsers (seal-web.key); enrol again with this version", st.Dir)
+	}
+	cert, err := tls.LoadX509KeyPair(c.String("link-cert"), c.String("link-key"))
+	if err != nil {
+		return nil, fmt.Errorf("--link-cert: %w", err)
+	}
+	if err := cert.Leaf.VerifyHostname("k7x2mq." + st.ID.DNSName()); err != nil {
+		return nil, fmt.Errorf("--link-cert is not valid for *.%s: %w", st.ID.DNSName(), err)
+	}
+	return &eps.LinkConfig{
+		Routes: px, Certificate: &cert, Key: *st.WebSeal, Port: c.Int("link-port"),
+		DefaultTTL: c.Duration("link-ttl"), Service: c.String("link-service"),
+	}, nil
 }
 
 func deliveryMode(c *cli.Context) string {
