@@ -247,6 +247,20 @@ func (w *world) waitNotified(t *testing.T, id string, status contactdata.Status)
 	}
 }
 
+// waitAnswered waits until the vendor has recorded the id of its answer
+// to request id (it does so once its endpoint server took the answer).
+func (w *world) waitAnswered(t *testing.T, id string) {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if vr, err := w.vendor.Get("hd-1", id); err == nil && !vr.ResponseID.IsZero() {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the vendor did not answer %s", id)
+		}
+	}
+}
+
 func hasField(r *guestlist.Refusal, field, rulePrefix string) bool {
 	for _, f := range r.Fields {
 		if f.Field == field && strings.HasPrefix(f.Rule, rulePrefix) {
@@ -261,7 +275,7 @@ func TestGuestListRequests(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
 	defer cancel()
 	officePath := filepath.Join(t.TempDir(), "office.db")
-	office, _ := w.startOffice(t, officePath)
+	office, stopOffice := w.startOffice(t, officePath)
 	ask := func(provider, location string) *guestlist.Record {
 		t.Helper()
 		r, err := office.Request(ctx, guestlist.RequestOptions{Provider: provider, LocationID: location, Start: w.start, End: w.end, Reference: "GA 53.2-0815"})
@@ -294,6 +308,8 @@ func TestGuestListRequests(t *testing.T) {
 		if err != nil || rc == nil || rc.From != "hd-1" || rc.To != "vendor-a" || rc.MessageID != got.MessageID || len(rc.Sig) == 0 {
 			t.Fatalf("request receipt %+v, %v", rc, err)
 		}
+		w.waitAnswered(t, id)
+		w.waitAnswered(t, id)
 		vr, err := w.vendor.WaitDelivered(ctx, "hd-1", id)
 		if err != nil {
 			t.Fatal(err)
@@ -459,8 +475,9 @@ func TestGuestListRequests(t *testing.T) {
 	})
 
 	t.Run("office software restarts between request and answer", func(t *testing.T) {
-		path := filepath.Join(t.TempDir(), "office-2.db")
-		o, stop := w.startOffice(t, path)
+		// One office software per endpoint server: it takes every answer
+		// that arrives there.
+		o, stop, path := office, stopOffice, officePath
 		r, err := o.Request(ctx, guestlist.RequestOptions{Provider: "vendor-a", LocationID: "loc-block", Start: w.start, End: w.end})
 		if err != nil {
 			t.Fatal(err)
@@ -473,6 +490,7 @@ func TestGuestListRequests(t *testing.T) {
 		w.n.Stop("hd-1")
 		close(w.release) // the vendor answers meanwhile
 		w.n.Start("hd-1")
+		w.waitAnswered(t, id)
 		vr, err := w.vendor.WaitDelivered(ctx, "hd-1", id)
 		if err != nil || len(vr.Receipt) == 0 {
 			t.Fatalf("the answer did not reach the office's endpoint server: %+v, %v", vr, err)
@@ -486,7 +504,6 @@ func TestGuestListRequests(t *testing.T) {
 			t.Errorf("guest list after the restart %+v", got.GuestList)
 		}
 	})
-	_ = office
 }
 
 func isCode(err error, code int) bool {
