@@ -191,7 +191,9 @@ func closedErr(err error) error {
 func (o *Office) CloseStore() error { return o.db.Close() }
 
 // Register registers the office's handlers on mux: the providers' answers
-// (responses of service guest-lists).
+// (responses of service guest-lists). Run one Office per endpoint server:
+// it takes every answer that arrives there, and drops answers to requests
+// it does not know.
 func (o *Office) Register(mux *sdk.Mux) {
 	mux.HandleResponse(Service, o.handleResponse)
 }
