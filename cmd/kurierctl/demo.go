@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -11,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"strings"
 	"sync"
 	"time"
 
@@ -20,7 +18,6 @@ import (
 
 	"github.com/kurier-net/kurier/pki"
 	"github.com/kurier-net/kurier/pki/ca"
-	"github.com/kurier-net/kurier/proxy"
 	"github.com/kurier-net/kurier/relay"
 )
 
@@ -44,9 +41,10 @@ Examples:
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "keep", Usage: "keep the temporary network directory"},
 			&cli.BoolFlag{Name: "verbose", Usage: "show the components' logs on stderr"},
+			&cli.BoolFlag{Name: "wait-browser", Usage: "let a citizen submit through the one-time link in a real browser (prints the command) instead of in Go"},
 		},
 		Action: func(c *cli.Context) error {
-			return runDemo(c.Context, e.stdout, e.stderr, c.Bool("keep"), c.Bool("verbose"))
+			return runDemo(c.Context, e.stdout, e.stderr, demoOptions{keep: c.Bool("keep"), verbose: c.Bool("verbose"), waitBrowser: c.Bool("wait-browser")})
 		},
 	}
 }
@@ -58,6 +56,8 @@ type demo struct {
 	log   *slog.Logger
 	dir   string
 	net   string
+
+	waitBrowser bool
 
 	ca      *ca.CA
 	caURL   string
@@ -71,12 +71,14 @@ func (d *demo) step(who, format string, a ...any) {
 
 func (d *demo) defer_(f func()) { d.cleanup = append(d.cleanup, f) }
 
-func runDemo(ctx context.Context, stdout, stderr io.Writer, keep, verbose bool) (err error) {
+type demoOptions struct{ keep, verbose, waitBrowser bool }
+
+func runDemo(ctx context.Context, stdout, stderr io.Writer, o demoOptions) (err error) {
 	level := slog.LevelWarn + 4 // silent unless something is badly wrong
-	if verbose {
+	if o.verbose {
 		level = slog.LevelDebug
 	}
-	d := &demo{out: stdout, start: time.Now(), net: "demo.kurier",
+	d := &demo{out: stdout, start: time.Now(), net: "demo.kurier", waitBrowser: o.waitBrowser,
 		log: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))}
 	d.dir, err = os.MkdirTemp("", "kurier-demo-")
 	if err != nil {
@@ -86,7 +88,7 @@ func runDemo(ctx context.Context, stdout, stderr io.Writer, keep, verbose bool) 
 		for i := len(d.cleanup) - 1; i >= 0; i-- {
 			d.cleanup[i]()
 		}
-		if keep {
+		if o.keep {
 			fmt.Fprintf(stdout, "network directory kept at %s\n", d.dir)
 		} else {
 			os.RemoveAll(d.dir)
@@ -97,58 +99,66 @@ func runDemo(ctx context.Context, stdout, stderr io.Writer, keep, verbose bool) 
 	if err := d.startCA(ctx); err != nil {
 		return fmt.Errorf("CA: %w", err)
 	}
-	// The relay's listeners exist before it is added, so the directory can
-	// publish its real addresses.
-	rl, err := listenRelay()
+	// The relays' listeners exist before they are added, so the directory
+	// can publish their real addresses.
+	relayNames := []string{"r1", "r2"}
+	rls := map[string]*relayListeners{}
+	for _, r := range relayNames {
+		rl, err := listenRelay()
+		if err != nil {
+			return err
+		}
+		d.defer_(rl.close)
+		rls[r] = rl
+	}
+	tokens, err := d.addMembers(rls)
 	if err != nil {
 		return err
 	}
-	d.defer_(rl.close)
-	ends := rl.endpoints()
-	tokens, err := d.addMembers(ends)
-	if err != nil {
-		return err
-	}
-	relaySt, err := d.enroll(ctx, "r1", tokens["r1"])
-	if err != nil {
-		return err
-	}
-	officeSt, err := d.enroll(ctx, "hd-1", tokens["hd-1"])
-	if err != nil {
-		return err
+	states := map[string]*pki.State{}
+	for i, name := range []string{"r1", "r2", "hd-1", "vendor-a"} {
+		if states[name], err = d.enroll(ctx, name, tokens[name], i == 0); err != nil {
+			return err
+		}
 	}
 	pub, err := d.publish("after enrolment")
 	if err != nil {
 		return err
 	}
+	verifiers := map[string]*pki.Verifier{}
+	for name, st := range states {
+		if verifiers[name], err = verifierFor(st, pub.Signed); err != nil {
+			return err
+		}
+	}
+	regs := map[string]*prometheus.Registry{}
+	relays := map[string]*relay.Server{}
+	for _, r := range relayNames {
+		regs[r] = prometheus.NewRegistry()
+		if relays[r], err = d.startRelay(states[r], verifiers[r], rls[r], regs[r]); err != nil {
+			return err
+		}
+	}
+	publicPort := rls["r1"].public.Addr().(*net.TCPAddr).Port
+	office, err := d.startEPS(ctx, states["hd-1"], verifiers["hd-1"], true, publicPort)
+	if err != nil {
+		return err
+	}
+	vendor, err := d.startEPS(ctx, states["vendor-a"], verifiers["vendor-a"], false, 0)
+	if err != nil {
+		return err
+	}
+	_ = vendor
 
-	relayV, err := verifierFor(relaySt, pub.Signed)
-	if err != nil {
-		return err
+	fmt.Fprintf(stdout, "\nIndex case: a one-time link, sealed in the citizen's browser\n")
+	if err := d.indexCase(ctx, office, rls["r1"].public.Addr().String()); err != nil {
+		return fmt.Errorf("index case: %w", err)
 	}
-	reg := prometheus.NewRegistry()
-	srv, err := d.startRelay(relaySt, relayV, rl, reg)
-	if err != nil {
-		return err
+	fmt.Fprintln(stdout)
+	for _, r := range relayNames {
+		d.relayView(r, regs[r])
 	}
-	officeV, err := verifierFor(officeSt, pub.Signed)
-	if err != nil {
-		return err
-	}
-	backend, err := d.startOfficeServer(officeSt)
-	if err != nil {
-		return err
-	}
-	p, err := d.startProxy(ctx, officeSt, officeV, backend)
-	if err != nil {
-		return err
-	}
-
-	if err := d.client(ctx, officeSt, officeV, ends.Public); err != nil {
-		return err
-	}
-	d.relayView(reg)
-	if err := d.revoke(ctx, relayV, srv, p, officeSt, ends.Public); err != nil {
+	if err := d.revoke(ctx, verifiers, relays, states["vendor-a"], rls["r1"].public.Addr().String()); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "\ndone in %v: every step above ran over real TLS on loopback.\n", time.Since(d.start).Round(time.Millisecond))
@@ -189,15 +199,18 @@ func (d *demo) startCA(ctx context.Context) error {
 	return nil
 }
 
-func (d *demo) addMembers(ends pki.RelayEndpoints) (map[string]pki.Token, error) {
+func (d *demo) addMembers(rls map[string]*relayListeners) (map[string]pki.Token, error) {
 	signer, err := d.ca.TokenSigner(nil)
 	if err != nil {
 		return nil, err
 	}
+	r1, r2 := rls["r1"].endpoints(), rls["r2"].endpoints()
 	tokens := map[string]pki.Token{}
 	for _, nm := range []ca.NewMember{
-		{Name: "r1", Role: pki.RoleRelay, DisplayName: "Relay 1", Relay: &ends},
-		{Name: "hd-1", Role: pki.RoleHealthOffice, DisplayName: "Gesundheitsamt Musterstadt", Services: []string{"index-cases"}},
+		{Name: "r1", Role: pki.RoleRelay, DisplayName: "Relay 1", Relay: &r1},
+		{Name: "r2", Role: pki.RoleRelay, DisplayName: "Relay 2", Relay: &r2},
+		{Name: "hd-1", Role: pki.RoleHealthOffice, DisplayName: "Gesundheitsamt Musterstadt", Services: []string{"index-cases", "guest-list-updates"}},
+		{Name: "vendor-a", Role: pki.RoleProvider, DisplayName: "Check-in-App A", Services: []string{"guest-lists"}},
 	} {
 		m, err := d.ca.Store().Add(nm)
 		if err != nil {
@@ -214,14 +227,21 @@ func (d *demo) addMembers(ends pki.RelayEndpoints) (map[string]pki.Token, error)
 	return tokens, nil
 }
 
-func (d *demo) enroll(ctx context.Context, name string, tok pki.Token) (*pki.State, error) {
+func (d *demo) enroll(ctx context.Context, name string, tok pki.Token, again bool) (*pki.State, error) {
 	t0 := time.Now()
 	st, err := pki.Enroll(ctx, pki.EnrollConfig{CAURL: d.caURL, Fingerprint: d.caFP, Token: tok, Dir: d.dir + "/" + name})
 	if err != nil {
 		return nil, fmt.Errorf("enrol %s: %w", name, err)
 	}
-	d.step(name, "kurier enroll: P-256 key and HPKE seal key made here; certificate valid until %s (%v)",
-		st.Cert.Leaf.NotAfter.UTC().Format("2006-01-02 15:04 UTC"), time.Since(t0).Round(time.Millisecond))
+	keys := "HPKE seal key"
+	if st.WebSeal != nil {
+		keys = "HPKE seal keys (ML-KEM-768+X25519; X25519 for browsers)"
+	}
+	d.step(name, "kurier enroll: P-256 key and %s made here; certificate valid until %s (%v)",
+		keys, st.Cert.Leaf.NotAfter.UTC().Format("2006-01-02 15:04 UTC"), time.Since(t0).Round(time.Millisecond))
+	if !again {
+		return st, nil
+	}
 	// A token is single use: the CA refuses it a second time.
 	_, err = pki.Enroll(ctx, pki.EnrollConfig{CAURL: d.caURL, Fingerprint: d.caFP, Token: tok, Dir: d.dir + "/" + name + "-again"})
 	if err == nil {
@@ -329,114 +349,12 @@ func (d *demo) startRelay(st *pki.State, v *pki.Verifier, rl *relayListeners, re
 		wg.Go(func() { f() })
 	}
 	d.defer_(func() { srv.Close(); wg.Wait() })
-	d.step("r1", "kurier relay: public %s, pairing %s, control quic %s / tcp %s",
+	d.step(st.ID.Name, "kurier relay: public %s, pairing %s, control quic %s / tcp %s",
 		rl.public.Addr(), rl.pairing.Addr(), rl.control.LocalAddr(), rl.controlTCP.Addr())
 	return srv, nil
 }
 
-// startOfficeServer runs the office's own HTTPS service with the office's
-// certificate: the only place the client's TLS ends.
-func (d *demo) startOfficeServer(st *pki.State) (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	srv := &http.Server{
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			fmt.Fprintf(w, "Gesundheitsamt Musterstadt: hello over %s, %s\n", r.Proto, tls.VersionName(r.TLS.Version))
-		}),
-		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{*st.Cert}, MinVersion: tls.VersionTLS13},
-		ReadHeaderTimeout: 5 * time.Second,
-		ErrorLog:          slog.NewLogLogger(d.log.Handler(), slog.LevelDebug),
-	}
-	go srv.ServeTLS(ln, "", "")
-	d.defer_(func() { srv.Close() })
-	d.step("hd-1", "office HTTPS service on %s (office certificate; never exposed inbound)", ln.Addr())
-	return ln.Addr().String(), nil
-}
-
-func (d *demo) startProxy(ctx context.Context, st *pki.State, v *pki.Verifier, backend string) (*proxy.Proxy, error) {
-	id, err := pki.NewIdentity(st.Cert)
-	if err != nil {
-		return nil, err
-	}
-	p, err := proxy.New(proxy.Config{Identity: id, Trust: pki.Trust{Roots: st.RootPool(), Directory: v},
-		Logger: d.log.With("component", "proxy")})
-	if err != nil {
-		return nil, err
-	}
-	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	done := make(chan struct{})
-	go func() { p.Run(runCtx); close(done) }()
-	d.defer_(func() { p.Close(); cancel(); <-done })
-	t0 := time.Now()
-	name := st.ID.DNSName()
-	if err := p.AddRoute(ctx, proxy.Route{Name: name, Target: proxy.DialTarget{Addr: backend}}); err != nil {
-		return nil, err
-	}
-	for p.Registered(name) == 0 {
-		if time.Since(t0) > 15*time.Second {
-			return nil, errors.New("the proxy did not register its route within 15s")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	rs := p.Status().Relays
-	transport := "?"
-	if len(rs) > 0 {
-		transport = rs[0].Transport
-	}
-	d.step("hd-1", "kurier proxy: dialled out to r1 over %s (mTLS, directory-checked), registered %s (%v)",
-		transport, name, time.Since(t0).Round(time.Millisecond))
-	return p, nil
-}
-
-func (d *demo) client(ctx context.Context, office *pki.State, v *pki.Verifier, relayAddr string) error {
-	name := office.ID.DNSName()
-	pin := v.Current()
-	m, _ := pin.Dir.Member(office.ID.Name)
-	// The client trusts the network root and checks the office's key
-	// against the signed directory's pins.
-	cfg := &tls.Config{
-		ServerName: name, RootCAs: office.RootPool(), MinVersion: tls.VersionTLS13,
-		VerifyConnection: func(cs tls.ConnectionState) error {
-			got := pki.Pin(cs.PeerCertificates[0])
-			for _, p := range m.Pins {
-				if p == got {
-					return nil
-				}
-			}
-			return fmt.Errorf("office key %s is not pinned in the directory", got)
-		},
-	}
-	for i := range 3 {
-		t0 := time.Now()
-		c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", relayAddr, cfg)
-		if err != nil {
-			return fmt.Errorf("client: %w", err)
-		}
-		hs := time.Since(t0)
-		c.SetDeadline(time.Now().Add(10 * time.Second))
-		io.WriteString(c, "GET / HTTP/1.1\r\nHost: "+name+"\r\nConnection: close\r\n\r\n")
-		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-		if err != nil {
-			c.Close()
-			return fmt.Errorf("client: %w", err)
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		cs := c.ConnectionState()
-		c.Close()
-		if i == 0 {
-			d.step("client", "TLS to %s via the relay: %s, key exchange %v, office key pinned in the directory",
-				name, tls.VersionName(cs.Version), cs.CurveID)
-		}
-		d.step("client", "request %d: %q (handshake %v, total %v)", i+1, strings.TrimSpace(string(body)),
-			hs.Round(time.Microsecond), time.Since(t0).Round(time.Microsecond))
-	}
-	return nil
-}
-
-func (d *demo) relayView(reg *prometheus.Registry) {
+func (d *demo) relayView(name string, reg *prometheus.Registry) {
 	mfs, err := reg.Gather()
 	if err != nil {
 		return
@@ -459,44 +377,51 @@ func (d *demo) relayView(reg *prometheus.Registry) {
 			}
 		}
 	}
-	d.step("r1", "what the relay saw: %v routed connections, %v bytes to the office, %v back, mean pairing %.0fµs;",
+	d.step(name, "what the relay saw: %v routed connections, %v bytes to members, %v back, mean pairing %.0fµs;",
 		vals["relay_connections_total/routed"], vals["relay_relayed_bytes_total/to_member"], vals["relay_relayed_bytes_total/to_client"],
 		vals["relay_pairing_duration_seconds"]*1e6)
-	d.step("", "  SNI and sizes only: the TLS session ran from the client to the office")
+	d.step("", "  SNI, sizes and times only: every session ran end to end in TLS, every payload sealed")
 }
 
-func (d *demo) revoke(ctx context.Context, v *pki.Verifier, srv *relay.Server, p *proxy.Proxy, office *pki.State, relayAddr string) error {
-	if _, err := d.ca.Store().SetStatus(office.ID.Name, ca.StatusRevoked, "demo: key compromise reported"); err != nil {
+// revoke revokes the vendor and shows the relays cutting it off as soon
+// as they hold the new directory.
+func (d *demo) revoke(ctx context.Context, vs map[string]*pki.Verifier, relays map[string]*relay.Server, vendor *pki.State, relayAddr string) error {
+	name := vendor.ID.Name
+	if _, err := d.ca.Store().SetStatus(name, ca.StatusRevoked, "demo: key compromise reported"); err != nil {
 		return err
 	}
-	d.step("operator", "kurierctl member revoke hd-1: the CA refuses its renewals from now on")
+	d.step("operator", "kurierctl member revoke %s: the CA refuses its renewals from now on", name)
 	pub, err := d.publish("revocation")
 	if err != nil {
 		return err
 	}
 	t0 := time.Now()
-	if _, err := v.Update(pub.Signed); err != nil { // what the relay's directory watcher does
-		return err
-	}
-	name := office.ID.DNSName()
-	for srv.Holds(name) {
-		if time.Since(t0) > 10*time.Second {
-			return errors.New("the relay kept the revoked office's route")
+	for _, v := range vs { // what every member's directory watcher does
+		if _, err := v.Update(pub.Signed); err != nil {
+			return err
 		}
-		time.Sleep(time.Millisecond)
 	}
-	d.step("r1", "directory version %d: closed hd-1's control session and routes in %v", pub.Directory.Version, time.Since(t0).Round(time.Microsecond))
+	dns := vendor.ID.DNSName()
+	for _, srv := range relays {
+		for srv.Holds(dns) {
+			if time.Since(t0) > 10*time.Second {
+				return errors.New("a relay kept the revoked member's route")
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	d.step("r1, r2", "directory version %d: closed %s's control sessions and routes in %v", pub.Directory.Version, name, time.Since(t0).Round(time.Microsecond))
 	c, err := net.DialTimeout("tcp", relayAddr, 5*time.Second)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	tc := tls.Client(c, &tls.Config{ServerName: name, RootCAs: office.RootPool()})
+	tc := tls.Client(c, &tls.Config{ServerName: dns, RootCAs: vendor.RootPool()})
 	tc.SetDeadline(time.Now().Add(10 * time.Second))
 	err = tc.HandshakeContext(ctx)
 	if err == nil {
-		return errors.New("a client still reached the revoked office")
+		return errors.New("a client still reached the revoked member")
 	}
-	d.step("client", "TLS to %s now: %s", name, shortErr(err))
+	d.step("client", "TLS to %s now: %s", dns, shortErr(err))
 	return nil
 }

@@ -14,11 +14,14 @@ func TestDemo(t *testing.T) {
 	}
 	for _, want := range []string{
 		"the same token again: refused (HTTP 401",
-		"kurier proxy: dialled out to r1",
-		`request 3: "Gesundheitsamt Musterstadt: hello over HTTP/1.1, TLS 1.3"`,
-		"key exchange X25519MLKEM768, office key pinned in the directory",
-		"closed hd-1's control session and routes",
-		"the relay closed the connection: no route",
+		"kurier eps: endpoint server with one-time links",
+		"dialled out to both relays, registered vendor-a.demo.kurier",
+		"the secret is only in the URL fragment",
+		"over TLS 1.3 through the relay; 1 contact sealed to key w1 (X25519, HPKE)",
+		"from anonymous on index-cases: 1 contact(s)",
+		"the link again: the relay closed the connection: the route is withdrawn",
+		"closed vendor-a's control sessions and routes",
+		"TLS to vendor-a.demo.kurier now: the relay closed the connection: no route",
 	} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("demo output lacks %q:\n%s", want, out.String())

@@ -311,12 +311,18 @@ func (it *item) message() (*Message, error) {
 	return m, m.check()
 }
 
+// Anonymous is the sender of a citizen's submission through a one-time
+// link (Client.Link): a notification from no member.
+const Anonymous = store.Anonymous
+
 // check validates what the endpoint server said about a message.
 func (m *Message) check() error {
 	switch {
 	case m.ID.IsZero():
 		return errors.New("no message id")
-	case pki.ValidName(m.From) != nil:
+	case m.From == Anonymous && m.Kind != KindNotification:
+		return fmt.Errorf("a %s from %q", m.Kind, Anonymous)
+	case m.From != Anonymous && pki.ValidName(m.From) != nil:
 		return fmt.Errorf("invalid sender %q", m.From)
 	case pki.ValidServiceName(m.Service) != nil:
 		return fmt.Errorf("invalid service %q", m.Service)
