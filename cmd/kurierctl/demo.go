@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/urfave/cli/v2"
 
+	"github.com/kurier-net/kurier/eps/locations"
 	"github.com/kurier-net/kurier/pki"
 	"github.com/kurier-net/kurier/pki/ca"
 	"github.com/kurier-net/kurier/relay"
@@ -116,7 +117,7 @@ func runDemo(ctx context.Context, stdout, stderr io.Writer, o demoOptions) (err 
 		return err
 	}
 	states := map[string]*pki.State{}
-	for i, name := range []string{"r1", "r2", "hd-1", "vendor-a"} {
+	for i, name := range []string{"r1", "r2", "hd-1", "vendor-a", "index"} {
 		if states[name], err = d.enroll(ctx, name, tokens[name], i == 0); err != nil {
 			return err
 		}
@@ -148,10 +149,21 @@ func runDemo(ctx context.Context, stdout, stderr io.Writer, o demoOptions) (err 
 	if err != nil {
 		return err
 	}
-	_ = vendor
+	idx, err := d.startEPS(ctx, states["index"], verifiers["index"], false, 0)
+	if err != nil {
+		return err
+	}
+	if err := d.startIndex(idx); err != nil {
+		return err
+	}
 
+	fmt.Fprintf(stdout, "\nGuest list: location index, request, list sealed to the request, receipts, close and abort\n")
+	if err := d.guestList(ctx, office, vendor); err != nil {
+		return fmt.Errorf("guest list: %w", err)
+	}
 	fmt.Fprintf(stdout, "\nIndex case: a one-time link, sealed in the citizen's browser\n")
-	if err := d.indexCase(ctx, office, rls["r1"].public.Addr().String()); err != nil {
+	held := func(name string) bool { return relays["r1"].Holds(name) || relays["r2"].Holds(name) }
+	if err := d.indexCase(ctx, office, rls["r1"].public.Addr().String(), held); err != nil {
 		return fmt.Errorf("index case: %w", err)
 	}
 	fmt.Fprintln(stdout)
@@ -209,8 +221,9 @@ func (d *demo) addMembers(rls map[string]*relayListeners) (map[string]pki.Token,
 	for _, nm := range []ca.NewMember{
 		{Name: "r1", Role: pki.RoleRelay, DisplayName: "Relay 1", Relay: &r1},
 		{Name: "r2", Role: pki.RoleRelay, DisplayName: "Relay 2", Relay: &r2},
-		{Name: "hd-1", Role: pki.RoleHealthOffice, DisplayName: "Gesundheitsamt Musterstadt", Services: []string{"index-cases", "guest-list-updates"}},
+		{Name: "hd-1", Role: pki.RoleHealthOffice, DisplayName: "Gesundheitsamt Musterstadt", Services: []string{"index-cases"}},
 		{Name: "vendor-a", Role: pki.RoleProvider, DisplayName: "Check-in-App A", Services: []string{"guest-lists"}},
+		{Name: "index", Role: pki.RoleService, DisplayName: "Ortsverzeichnis", Services: []string{locations.ServiceLocations, locations.ServiceSearch}},
 	} {
 		m, err := d.ca.Store().Add(nm)
 		if err != nil {
@@ -270,7 +283,7 @@ func (d *demo) publish(why string) (*ca.Published, error) {
 	if err != nil {
 		return nil, err
 	}
-	pub, err := d.ca.PublishDirectory(key, ca.SignOptions{})
+	pub, err := d.ca.PublishDirectory(key, ca.SignOptions{Policy: demoPolicy()})
 	if err != nil {
 		return nil, err
 	}

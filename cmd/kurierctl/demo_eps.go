@@ -165,7 +165,7 @@ func webCertificate(host string) (*tls.Certificate, string, error) {
 // indexCase runs the second flow: a one-time link for an index case, the
 // citizen's submission sealed on the citizen's side, the office's software
 // receiving it, and the dead link.
-func (d *demo) indexCase(ctx context.Context, office *node, relayAddr string) error {
+func (d *demo) indexCase(ctx context.Context, office *node, relayAddr string, held func(name string) bool) error {
 	got := make(chan *sdk.Message, 1)
 	office.mux.Handle("index-cases", func(ctx context.Context, m *sdk.Message) (any, error) {
 		select {
@@ -191,7 +191,7 @@ func (d *demo) indexCase(ctx context.Context, office *node, relayAddr string) er
 		d.step("", "  open it in a browser, the demo waits up to 10 minutes:")
 		fmt.Fprintf(d.out, "\n    chromium --user-data-dir=$(mktemp -d) --host-resolver-rules='MAP %s 127.0.0.1' --ignore-certificate-errors-spki-list=%s '%s'\n\n",
 			host, office.webPin, link.URL)
-		return d.awaitSubmission(ctx, got, t0, 10*time.Minute, relayAddr, host, u.Host, office)
+		return d.awaitSubmission(ctx, got, t0, 10*time.Minute, relayAddr, host, u.Host, office, held)
 	}
 
 	// The citizen: what the page does in the browser (kurier-seal.js),
@@ -238,12 +238,12 @@ func (d *demo) indexCase(ctx context.Context, office *node, relayAddr string) er
 	d.step("citizen", "page for %q over TLS 1.3 through the relay; 1 contact sealed to key %s (X25519, HPKE), %d bytes posted (%v)",
 		facts.Display, facts.Key.ID, len(body), time.Since(t1).Round(time.Millisecond))
 
-	return d.awaitSubmission(ctx, got, t0, 15*time.Second, relayAddr, host, u.Host, office)
+	return d.awaitSubmission(ctx, got, t0, 15*time.Second, relayAddr, host, u.Host, office, held)
 }
 
 // awaitSubmission waits for the submission at the office's software and
 // then checks that the link is dead.
-func (d *demo) awaitSubmission(ctx context.Context, got chan *sdk.Message, t0 time.Time, wait time.Duration, relayAddr, host, hostPort string, office *node) error {
+func (d *demo) awaitSubmission(ctx context.Context, got chan *sdk.Message, t0 time.Time, wait time.Duration, relayAddr, host, hostPort string, office *node, held func(string) bool) error {
 	select {
 	case m := <-got:
 		s, err := submit.ParseSubmission(m.Params)
@@ -258,6 +258,14 @@ func (d *demo) awaitSubmission(ctx context.Context, got chan *sdk.Message, t0 ti
 		return ctx.Err()
 	}
 	// The link is dead: the route is withdrawn at every relay.
+	t1 := time.Now()
+	for held(host) {
+		if time.Since(t1) > 10*time.Second {
+			return errors.New("the relays still hold the used link's route after 10s")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	d.step("r1, r2", "route %s withdrawn (%v after the submission)", host, time.Since(t1).Round(time.Microsecond))
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		_, err := citizenDo(citizenClient(relayAddr, host, office), "GET", "https://"+hostPort+"/", "", nil)
