@@ -1,0 +1,77 @@
+package submit
+
+import (
+	"bytes"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kurier-net/kurier/eps/seal"
+)
+
+// FuzzSubmitBody: the body of POST /submit comes from anyone who holds a
+// link; the handler's parser must never panic and must accept only an
+// anonymous envelope for its own message id and key.
+//
+//	go test -run '^$' -fuzz FuzzSubmitBody -fuzztime 60s ./eps/submit
+func FuzzSubmitBody(f *testing.F) {
+	key := x25519Key(&testing.T{}, "browser-1")
+	link := testLink(&testing.T{}, key, time.Now())
+	env, err := seal.SealUnsigned(key.Public(), link.Context(), []byte(`{"format":"kurier-submission/v1"}`))
+	if err != nil {
+		f.Fatal(err)
+	}
+	good, _ := json.Marshal(map[string]any{"message_id": link.MessageID, "sealed": env})
+	f.Add(good)
+	f.Add([]byte(`{}`))
+	f.Add([]byte(`{"message_id":"x","sealed":null}`))
+	f.Add(bytes.Replace(good, []byte(link.MessageID), []byte(strings.Repeat("0", 32)), 1))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		lh := &LinkHandler{cfg: Config{Link: *link}}
+		got, result, msg := lh.parse(body)
+		if got == nil {
+			if result == "" || msg == "" {
+				t.Fatalf("refusal without a reason: %q %q", result, msg)
+			}
+			return
+		}
+		if got.Signed() || got.KeyID != link.Recipient.ID || got.KEM != link.Recipient.KEM {
+			t.Fatalf("accepted an envelope not for this link: %+v", got)
+		}
+	})
+}
+
+// FuzzParseSubmission: what the office's software decodes after opening a
+// citizen's envelope is the citizen's input.
+func FuzzParseSubmission(f *testing.F) {
+	f.Add([]byte(`{"format":"kurier-submission/v1","label":"k7x2mq","submitted_at":"2026-11-24T10:00:00Z","contacts":[{"name":"Erika","phone":"+49 30 1","category":"household","last_contact":"2026-11-20"}],"events":[]}`))
+	f.Add([]byte(`{"format":"kurier-submission/v1","contacts":null}`))
+	f.Add([]byte(`[]`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		s, err := ParseSubmission(b)
+		if err != nil {
+			return
+		}
+		// What was accepted re-encodes and parses again the same.
+		again, err := json.Marshal(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s2, err := ParseSubmission(again)
+		if err != nil {
+			t.Fatalf("re-encoded submission refused: %v\n%s", err, again)
+		}
+		if a, b := mustMarshal(t, s), mustMarshal(t, s2); a != b {
+			t.Fatalf("round trip changed it:\n%s\n%s", a, b)
+		}
+	})
+}
+
+func mustMarshal(t *testing.T, v any) string {
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
