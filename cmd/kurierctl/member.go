@@ -90,7 +90,7 @@ Examples:
        --relay-control relay1.kurier.example:4443 --relay-control-tcp relay1.kurier.example:4444`,
 				Flags: append([]cli.Flag{
 					dirFlag(),
-					&cli.StringFlag{Name: "role", Usage: "`ROLE`: health-office, provider or relay"},
+					&cli.StringFlag{Name: "role", Usage: "`ROLE`: health-office, provider, service (a network service such as the location index) or relay"},
 					&cli.StringFlag{Name: "display-name", Usage: "human-readable `NAME` shown in the directory"},
 					&cli.StringSliceFlag{Name: "service", Usage: "`SERVICE` the member offers (repeatable)"},
 					tokenTTLFlag(),

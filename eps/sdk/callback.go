@@ -26,7 +26,7 @@ const (
 	HeaderService       = "Kurier-Service"
 	HeaderDeadline      = "Kurier-Deadline"
 	HeaderCorrelationID = "Kurier-Correlation-Id"
-	HeaderSync          = "Kurier-Sync" // not sent by eps yet; read if present
+	HeaderSync          = "Kurier-Sync" // "true" on a request whose caller waits
 )
 
 // CallbackOptions configure Mux.Handler.

@@ -73,10 +73,11 @@ type SendOptions struct {
 	// but sends no answer back.
 	Notification bool
 	// CorrelationID, if not zero, sends a response to the request with
-	// that id, which must have come from the recipient. By convention its
-	// params are {"result": …} or {"error": …} (see Message.Result).
-	// Answers given by a handler are sent by the endpoint server itself;
-	// this is for further answers.
+	// that id, which must have come from the recipient. The params are
+	// the result: the endpoint server wraps them as {"result": …} (see
+	// Message.Result), so do not wrap them yourself. Answers given by a
+	// handler are sent by the endpoint server itself; this is for answers
+	// given later.
 	CorrelationID MessageID
 	// MessageID, if not zero, is the id the message is sent under: the
 	// software's idempotency key for requests and notifications. Sending
