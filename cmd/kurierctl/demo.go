@@ -59,6 +59,7 @@ type demo struct {
 	net   string
 
 	waitBrowser bool
+	outMu       sync.Mutex // guards out
 
 	ca      *ca.CA
 	caURL   string
@@ -66,7 +67,18 @@ type demo struct {
 	cleanup []func()
 }
 
+// say prints a line outside the steps, under the same lock.
+func (d *demo) say(format string, a ...any) {
+	d.outMu.Lock()
+	defer d.outMu.Unlock()
+	fmt.Fprintf(d.out, format, a...)
+}
+
+// step prints one step. Software callbacks print from their own
+// goroutines, so the output is locked.
 func (d *demo) step(who, format string, a ...any) {
+	d.outMu.Lock()
+	defer d.outMu.Unlock()
 	fmt.Fprintf(d.out, "[%7.1fms] %-12s %s\n", float64(time.Since(d.start).Microseconds())/1000, who, fmt.Sprintf(format, a...))
 }
 
@@ -157,23 +169,23 @@ func runDemo(ctx context.Context, stdout, stderr io.Writer, o demoOptions) (err 
 		return err
 	}
 
-	fmt.Fprintf(stdout, "\nGuest list: location index, request, list sealed to the request, receipts, close and abort\n")
+	d.say("\nGuest list: location index, request, list sealed to the request, receipts, close and abort\n")
 	if err := d.guestList(ctx, office, vendor); err != nil {
 		return fmt.Errorf("guest list: %w", err)
 	}
-	fmt.Fprintf(stdout, "\nIndex case: a one-time link, sealed in the citizen's browser\n")
+	d.say("\nIndex case: a one-time link, sealed in the citizen's browser\n")
 	held := func(name string) bool { return relays["r1"].Holds(name) || relays["r2"].Holds(name) }
 	if err := d.indexCase(ctx, office, rls["r1"].public.Addr().String(), held); err != nil {
 		return fmt.Errorf("index case: %w", err)
 	}
-	fmt.Fprintln(stdout)
+	d.say("\n")
 	for _, r := range relayNames {
 		d.relayView(r, regs[r])
 	}
 	if err := d.revoke(ctx, verifiers, relays, states["vendor-a"], rls["r1"].public.Addr().String()); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "\ndone in %v: every step above ran over real TLS on loopback.\n", time.Since(d.start).Round(time.Millisecond))
+	d.say("\ndone in %v: every step above ran over real TLS on loopback.\n", time.Since(d.start).Round(time.Millisecond))
 	return nil
 }
 

@@ -189,7 +189,7 @@ func (d *demo) indexCase(ctx context.Context, office *node, relayAddr string, he
 	host := u.Hostname()
 	if d.waitBrowser {
 		d.step("", "  open it in a browser, the demo waits up to 10 minutes:")
-		fmt.Fprintf(d.out, "\n    chromium --user-data-dir=$(mktemp -d) --host-resolver-rules='MAP %s 127.0.0.1' --ignore-certificate-errors-spki-list=%s '%s'\n\n",
+		d.say("\n    chromium --user-data-dir=$(mktemp -d) --host-resolver-rules='MAP %s 127.0.0.1' --ignore-certificate-errors-spki-list=%s '%s'\n\n",
 			host, office.webPin, link.URL)
 		return d.awaitSubmission(ctx, got, t0, 10*time.Minute, relayAddr, host, u.Host, office, held)
 	}
