@@ -21,8 +21,10 @@ import (
 	"github.com/kurier-net/kurier/relay/cluster"
 )
 
-// newCluster builds the relay's cluster node from the flags. Seeds default
-// to the gossip endpoints other relays publish in the directory.
+// newCluster builds the relay's cluster node from the flags. Without
+// --join it joins the gossip endpoints other relays publish in the
+// directory, following each new version (the directory may not be loaded
+// yet when this runs: a freshly enrolled relay has none cached).
 func newCluster(c *cli.Context, n *node, log *slog.Logger) (*cluster.Cluster, error) {
 	keyFile := c.String("gossip-key-file")
 	if keyFile == "" {
@@ -49,6 +51,7 @@ func newCluster(c *cli.Context, n *node, log *slog.Logger) (*cluster.Cluster, er
 		SecretKey: cluster.Key(key), Join: splitList(c.StringSlice("join")),
 		Verifier: n.verifier, Logger: log, Registerer: n.reg,
 	}
+	cfg.JoinDirectory = len(cfg.Join) == 0
 	if adv := c.String("gossip-advertise"); adv != "" {
 		h, p, err := net.SplitHostPort(adv)
 		if err != nil {
@@ -57,15 +60,6 @@ func newCluster(c *cli.Context, n *node, log *slog.Logger) (*cluster.Cluster, er
 		cfg.AdvertiseAddr = h
 		if cfg.AdvertisePort, err = strconv.Atoi(p); err != nil {
 			return nil, usagef("--gossip-advertise: bad port %q", p)
-		}
-	}
-	if len(cfg.Join) == 0 {
-		if snap := n.verifier.Current(); snap != nil {
-			for _, m := range snap.Dir.Members {
-				if m.Role == pki.RoleRelay && m.Relay != nil && m.Relay.Gossip != "" && m.Name != cfg.Name {
-					cfg.Join = append(cfg.Join, m.Relay.Gossip)
-				}
-			}
 		}
 	}
 	return cluster.New(cfg)
@@ -114,7 +108,7 @@ and lets relayed connections finish for up to --drain-timeout.`,
 			&cli.StringFlag{Name: "gossip", Usage: "cluster listener HOST:PORT (TCP and UDP); empty: no cluster"},
 			&cli.StringFlag{Name: "gossip-advertise", Usage: "address other relays reach the cluster listener at (default: the bound one)"},
 			&cli.StringFlag{Name: "gossip-key-file", Usage: "file holding the shared cluster key: 16, 24 or 32 bytes, raw or base64 (required with --gossip)"},
-			&cli.StringSliceFlag{Name: "join", Usage: "cluster address of another relay (repeatable); default: the gossip endpoints in the directory"},
+			&cli.StringSliceFlag{Name: "join", Usage: "cluster address of another relay (repeatable); default: the gossip endpoints in the directory, followed as it changes"},
 		),
 		Action: runRelay,
 	}
@@ -202,11 +196,11 @@ func runRelay(c *cli.Context) error {
 		return err
 	}
 	if cl != nil {
-		jctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		err := cl.Join(jctx)
-		cancel()
-		if err != nil {
-			log.Warn("could not join the relay cluster yet; serving alone until another relay joins us", "err", err)
+		// In the background: the relay serves alone until a relay answers.
+		if err := cl.Start(); err != nil {
+			closeAll()
+			srv.Close()
+			return err
 		}
 	}
 	serve := func(f func() error) {

@@ -92,8 +92,13 @@ type Config struct {
 	SecretKey Key
 	// Join lists host:port addresses of relays to join (IP literals, or
 	// names the system resolver resolves). If empty, Join starts a new
-	// cluster.
+	// cluster; Start then joins only what JoinDirectory finds.
 	Join []string
+	// JoinDirectory makes Start also join the relays the directory names:
+	// the gossip endpoints that the other relay members publish, in the
+	// directory the Verifier holds and in each newer one. If false, Start
+	// joins only Config.Join.
+	JoinDirectory bool
 	// Verifier holds this relay's directory; the cluster announces its
 	// versions and feeds it newer ones fetched from other relays. Required.
 	Verifier *pki.Verifier
@@ -150,7 +155,7 @@ func (Key) GoString() string     { return "cluster.Key(REDACTED)" }
 func (Key) LogValue() slog.Value { return slog.StringValue("REDACTED") }
 
 // Cluster is one relay's node in the relay cluster. Create it with New,
-// call SetLocal, then Join; stop it with Shutdown. Its methods are safe for
+// call SetLocal, then Start (or Join); stop it with Shutdown. Its methods are safe for
 // concurrent use.
 type Cluster struct {
 	cfg  Config // immutable after New
@@ -166,8 +171,11 @@ type Cluster struct {
 	dirSeen atomic.Uint64 // newest own directory version announced
 	nextID  atomic.Uint64
 
+	started atomic.Bool // Start was called
+
 	done     chan struct{} // closed by Shutdown
 	dirWake  chan struct{} // cap 1: a newer directory was announced
+	joinWake chan struct{} // cap 1: a member left
 	handlers chan struct{} // slots for request handlers
 	dirSlots chan struct{} // slots for directory serves
 
@@ -191,7 +199,7 @@ type Cluster struct {
 }
 
 // New checks cfg and creates the cluster node: it binds the gossip port
-// and starts gossiping, but joins nobody until Join.
+// and starts gossiping, but joins nobody until Start or Join.
 func New(cfg Config) (*Cluster, error) {
 	if err := pki.ValidName(cfg.Name); err != nil {
 		return nil, fmt.Errorf("cluster: Config.Name: %w", err)
@@ -224,6 +232,7 @@ func New(cfg Config) (*Cluster, error) {
 		lim:      limits{maxNames: cfg.MaxNamesPerRelay, maxNameBytes: maxNameBytes},
 		done:     make(chan struct{}),
 		dirWake:  make(chan struct{}, 1),
+		joinWake: make(chan struct{}, 1),
 		handlers: make(chan struct{}, maxHandlers),
 		dirSlots: make(chan struct{}, maxDirServes),
 		nodes:    map[string]*memberlist.Node{},
@@ -281,7 +290,7 @@ func New(cfg Config) (*Cluster, error) {
 }
 
 // SetLocal sets the relay that forwarded announcements are delivered to. It
-// must be called before Join.
+// must be called before Start or Join.
 func (c *Cluster) SetLocal(l Local) { c.local.Store(&l) }
 
 func (c *Cluster) getLocal() Local {
@@ -291,10 +300,11 @@ func (c *Cluster) getLocal() Local {
 	return nil
 }
 
-// Join contacts the relays in Config.Join and exchanges complete state with
-// them. It succeeds if at least one answered, and returns nil at once if
-// Config.Join is empty. If ctx ends first, it returns ctx.Err() and the
+// Join contacts the relays in Config.Join once and exchanges complete state
+// with them. It succeeds if at least one answered, and returns nil at once
+// if Config.Join is empty. If ctx ends first, it returns ctx.Err() and the
 // attempt goes on in the background until memberlist's stream timeout.
+// Start is the variant that does not wait and keeps trying.
 func (c *Cluster) Join(ctx context.Context) error {
 	if c.getLocal() == nil {
 		return errors.New("cluster: SetLocal must be called before Join")

@@ -164,6 +164,7 @@ func (d *delegate) NotifyLeave(n *memberlist.Node) {
 	c.members.Store(int64(len(c.nodes) + 1))
 	c.mu.Unlock()
 	c.failCalls(n.Name)
+	c.wakeJoin() // with JoinDirectory, a relay still in the directory is sought again
 	c.log.Info("relay left the cluster", "peer", n.Name, "remote_addr", n.Address())
 }
 
