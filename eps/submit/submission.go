@@ -28,6 +28,7 @@ const (
 // Submission is what the page seals: the plaintext of the envelope, as
 // JSON. The office opens the envelope (seal.Open with Link.Context) and
 // decodes the plaintext with ParseSubmission.
+// IndexCase converts it into the data model, a contactdata.IndexCaseSubmission.
 type Submission struct {
 	// Format is "kurier-submission/v1".
 	Format string `json:"format"`
