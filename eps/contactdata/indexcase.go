@@ -217,11 +217,13 @@ func (p *ContactPerson) validate(c *checker, path string, w *Window) {
 	if w == nil {
 		return
 	}
-	if first && p.FirstContactDate.Compare(DateOf(w.Start)) < 0 {
-		c.fail(join(path, "first_contact_date"), ruleContactStart)
+	// The contact must overlap the window, not lie within it: someone the
+	// index case has lived with for years is a contact of the window too.
+	if last && p.LastContactDate.Compare(DateOf(w.Start)) < 0 {
+		c.fail(join(path, "last_contact_date"), ruleContactStart)
 	}
-	if last && p.LastContactDate.Compare(DateOf(w.End).AddDays(1)) > 0 {
-		c.fail(join(path, "last_contact_date"), ruleContactEnd)
+	if first && p.FirstContactDate.Compare(DateOf(w.End).AddDays(1)) > 0 {
+		c.fail(join(path, "first_contact_date"), ruleContactEnd)
 	}
 }
 

@@ -99,9 +99,9 @@ const (
 // and a contactdata.ValidationErrors (errors.As finds it) listing every rule
 // the converted entries break, with the paths of the result: a name with a
 // digit ("contacts[2].last_name"), a phone number the model refuses, a note
-// that with the lines above exceeds 2000 characters, a contact day outside
-// the window ("contacts[2].first_contact_date: must not be before the day of
-// window.start"), an event wholly outside it ("events[0]: must overlap …").
+// that with the lines above exceeds 2000 characters, a contact that does
+// not overlap the window ("contacts[2].last_contact_date: must not be before
+// the day of window.start"), an event wholly outside it ("events[0]: must overlap …").
 // Such entries are refused, not dropped or clipped: the office has the whole
 // submission, and no date is changed to fit.
 //

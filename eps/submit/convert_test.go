@@ -337,11 +337,12 @@ func TestIndexCaseErrors(t *testing.T) {
 		}, []string{"events[1].additional_information"}, "must be at most 2000 characters"},
 		{"event name too long", func(s *Submission, _ *contactdata.Window) { s.Events[0].Name = strings.Repeat("x", 201) },
 			[]string{"events[0].name"}, "must be at most 200 characters"},
-		{"first contact before the window", func(s *Submission, _ *contactdata.Window) { s.Contacts[0].FirstContact = "2021-02-27" },
-			[]string{"contacts[0].first_contact_date"}, "must not be before the day of window.start"},
+		{"contact before the window", func(s *Submission, _ *contactdata.Window) {
+			s.Contacts[0].FirstContact, s.Contacts[0].LastContact = "2021-02-20", "2021-02-27"
+		}, []string{"contacts[0].last_contact_date"}, "must not be before the day of window.start"},
 		{"contact after the window", func(s *Submission, _ *contactdata.Window) {
 			s.Contacts[3].FirstContact, s.Contacts[3].LastContact = "2021-03-16", "2021-03-16"
-		}, []string{"contacts[3].last_contact_date"}, "must not be after the day of window.end"},
+		}, []string{"contacts[3].first_contact_date"}, "must not be after the day of window.end"},
 		{"event before the window", func(s *Submission, _ *contactdata.Window) {
 			s.Events[0].Start, s.Events[0].End = "2021-02-20T18:00", "2021-02-20T23:00"
 		}, []string{"events[0]"}, "must overlap the window from window.start to window.end"},
