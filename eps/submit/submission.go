@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -18,11 +19,19 @@ const Format = "kurier-submission/v1"
 // a valid Submission.
 var ErrBadSubmission = errors.New("submit: invalid submission")
 
-// Bounds on a submission; the page enforces the same.
+// Bounds on a submission; the page enforces the same. They leave room for
+// the conversion to the contact-data model (IndexCase): a contact's name
+// becomes its last_name (at most 100), an event's name stays a name (at
+// most 200), and a note shares the model's 2000 characters with the lines
+// the conversion adds (the category; an event's place).
 const (
-	maxEntries = 500 // contacts, and events
-	maxText    = 500 // characters of one field
-	maxNote    = 2000
+	maxEntries     = 500 // contacts, and events
+	maxText        = 500 // characters of one field
+	maxContactName = 100
+	maxPhone       = 30
+	maxEventName   = 200
+	maxContactNote = 1800
+	maxEventNote   = 1400
 )
 
 // Submission is what the page seals: the plaintext of the envelope, as
@@ -98,13 +107,13 @@ func ParseSubmission(b []byte) (*Submission, error) {
 
 func (s *Submission) check() error {
 	if s.Format != Format {
-		return fmt.Errorf("format %q, want %q", s.Format, Format)
+		return fmt.Errorf("format: want %q", Format)
 	}
 	if !validLabel(s.Label) {
-		return fmt.Errorf("label %q", s.Label)
+		return errors.New("label: want 1-32 of a-z, 0-9")
 	}
-	if _, err := time.Parse(time.RFC3339, s.SubmittedAt); err != nil {
-		return fmt.Errorf("submitted_at: %v", err)
+	if t, err := time.Parse(time.RFC3339, s.SubmittedAt); err != nil || !strings.HasSuffix(s.SubmittedAt, "Z") || t.Format(time.RFC3339Nano) != s.SubmittedAt {
+		return errors.New("submitted_at: want an RFC 3339 time in UTC (Z)")
 	}
 	if len(s.Contacts) > maxEntries || len(s.Events) > maxEntries {
 		return fmt.Errorf("at most %d contacts and %d events", maxEntries, maxEntries)
@@ -126,10 +135,10 @@ func (s *Submission) check() error {
 }
 
 func (c *Contact) check() error {
-	if err := text("name", c.Name, true, maxText); err != nil {
+	if err := text("name", c.Name, true, maxContactName); err != nil {
 		return err
 	}
-	if err := text("phone", c.Phone, false, maxText); err != nil {
+	if err := text("phone", c.Phone, false, maxPhone); err != nil {
 		return err
 	}
 	if err := text("email", c.Email, false, maxText); err != nil {
@@ -141,7 +150,7 @@ func (c *Contact) check() error {
 	switch c.Category {
 	case CategoryHousehold, CategoryClose, CategoryWork, CategoryOther:
 	default:
-		return fmt.Errorf("category %q", c.Category)
+		return errors.New("category: want household, close, work or other")
 	}
 	if err := when("first_contact", c.FirstContact, time.DateOnly, false); err != nil {
 		return err
@@ -152,13 +161,13 @@ func (c *Contact) check() error {
 	if c.FirstContact != "" && c.FirstContact > c.LastContact { // same layout: compares as dates
 		return errors.New("first contact after last contact")
 	}
-	return text("note", c.Note, false, maxNote)
+	return text("note", c.Note, false, maxContactNote)
 }
 
 const localMinute = "2006-01-02T15:04"
 
 func (e *Event) check() error {
-	if err := text("name", e.Name, true, maxText); err != nil {
+	if err := text("name", e.Name, true, maxEventName); err != nil {
 		return err
 	}
 	if err := text("place", e.Place, true, maxText); err != nil {
@@ -173,7 +182,7 @@ func (e *Event) check() error {
 	if e.End != "" && e.End < e.Start {
 		return errors.New("end before start")
 	}
-	return text("note", e.Note, false, maxNote)
+	return text("note", e.Note, false, maxEventNote)
 }
 
 // text checks a free-text field: bounded, trimmed, no control characters
@@ -188,12 +197,29 @@ func text(name, s string, required bool, max int) error {
 	if !utf8.ValidString(s) || utf8.RuneCountInString(s) > max {
 		return fmt.Errorf("%s: want at most %d characters of UTF-8", name, max)
 	}
+	if strings.TrimSpace(s) != s {
+		return fmt.Errorf("%s: not trimmed", name)
+	}
 	for _, r := range s {
 		if unicode.IsControl(r) && r != '\n' && r != '\t' {
 			return fmt.Errorf("%s has a control character", name)
 		}
+		// Bidirectional overrides and isolates could make a name or note
+		// display as something else in the office's software.
+		if 0x202a <= r && r <= 0x202e || 0x2066 <= r && r <= 0x2069 {
+			return fmt.Errorf("%s has a bidirectional control character", name)
+		}
 	}
 	return nil
+}
+
+// layoutName says a time layout as people write it. Errors never quote
+// the citizen's values: office software may log them.
+func layoutName(layout string) string {
+	if layout == time.DateOnly {
+		return "YYYY-MM-DD"
+	}
+	return "YYYY-MM-DDTHH:MM"
 }
 
 func when(name, s, layout string, required bool) error {
@@ -204,7 +230,7 @@ func when(name, s, layout string, required bool) error {
 		return nil
 	}
 	if t, err := time.Parse(layout, s); err != nil || t.Format(layout) != s {
-		return fmt.Errorf("%s %q: want %s", name, s, layout)
+		return fmt.Errorf("%s: want %s", name, layoutName(layout))
 	}
 	return nil
 }

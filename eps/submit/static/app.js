@@ -181,7 +181,9 @@ function value(row, field) {
     const r = e.querySelector("input[type=radio]:checked");
     return r ? r.value : "";
   }
-  return e.value.trim();
+  // Bidirectional controls are invisible and could make a name display as
+  // another in the office's software: drop them.
+  return e.value.replace(/[\u202a-\u202e\u2066-\u2069]/g, "").trim();
 }
 
 // incomplete reports whether a date field holds a partial entry (such as a
@@ -200,7 +202,14 @@ const INCOMPLETE_DATE = "Bitte geben Sie ein vollständiges Datum an (Tag, Monat
 const INCOMPLETE_TIME = "Bitte geben Sie Datum und Uhrzeit vollständig an (Tag, Monat, Jahr, Stunde und Minute).";
 
 const EMAIL_RE = /^[^\s@]+@[^\s@]+\.[^\s@]+$/;
-const PHONE_RE = /^\+?[0-9 ()/.-]{3,}$/;
+// validPhone is the contact-data model's rule (eps/contactdata): at most 30
+// characters, an optional + and (, then digits, spaces and ( ) / -, ending
+// in a digit, with at least 5 digits.
+function validPhone(s) {
+  if (s.length > 30) return false;
+  const rest = s.replace(/^\+/, "").replace(/^\(/, "");
+  return /^[0-9][0-9 ()/-]*$/.test(rest) && /[0-9]$/.test(rest) && (rest.match(/[0-9]/g) || []).length >= 5;
+}
 
 function checkContact(row) {
   const errs = [];
@@ -209,7 +218,7 @@ function checkContact(row) {
   if (!v("phone") && !v("email")) {
     errs.push(["phone", "Bitte geben Sie eine Telefonnummer oder eine E-Mail-Adresse an."]);
   } else {
-    if (v("phone") && !PHONE_RE.test(v("phone"))) errs.push(["phone", "Bitte geben Sie eine gültige Telefonnummer an (Ziffern, Leerzeichen und + ( ) / - .)."]);
+    if (v("phone") && !validPhone(v("phone"))) errs.push(["phone", "Bitte geben Sie eine gültige Telefonnummer an: mindestens 5 Ziffern, dazu nur Leerzeichen und + ( ) / -."]);
     if (v("email") && !EMAIL_RE.test(v("email"))) errs.push(["email", "Bitte geben Sie eine gültige E-Mail-Adresse an, zum Beispiel name@beispiel.de."]);
   }
   if (!v("category")) errs.push(["category", "Bitte wählen Sie die Art des Kontakts."]);
