@@ -62,6 +62,7 @@ Every flag may also be given as an environment variable, shown in [$...]
 after it: KURIER_ and the flag's name in capitals with - as _ (e.g.
 --directory-interval is KURIER_DIRECTORY_INTERVAL). A flag given on the
 command line wins over its variable. See deploy/config/ for examples.`,
+		Version:         versionString(),
 		Reader:          stdin,
 		Writer:          stdout,
 		ErrWriter:       stderr,

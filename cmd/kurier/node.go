@@ -95,6 +95,7 @@ func openNode(c *cli.Context, log *slog.Logger) (*node, error) {
 		return nil, err
 	}
 	reg := prometheus.NewRegistry()
+	registerBuildInfo(reg)
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	n := &node{state: st, identity: id, verifier: v, ca: ca, reg: reg, log: log.With("peer", st.ID.String())}
 	n.renewer, err = pki.NewRenewer(pki.RenewerConfig{
