@@ -328,6 +328,10 @@ func (ss *session) withdraw(m wire.Withdraw) wire.Result {
 		return res
 	}
 	ss.s.dropRoute(r)
+	// Clients announced before the Withdraw arrived would wait out
+	// PairTimeout: the proxy no longer knows the route and ignores their
+	// Incoming. End them now.
+	ss.s.failPending(r.name)
 	return res
 }
 

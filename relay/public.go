@@ -223,6 +223,23 @@ func (s *Server) addPending(p *pending) bool {
 	return true
 }
 
+// failPending ends every pending pairing for name: their clients are
+// refused at once.
+func (s *Server) failPending(name string) {
+	s.mu.Lock()
+	var failed []*pending
+	for id, p := range s.pending { // bounded by MaxPending
+		if p.name == name {
+			delete(s.pending, id)
+			failed = append(failed, p)
+		}
+	}
+	s.mu.Unlock()
+	for _, p := range failed {
+		p.paired <- nil // buffered; the only value: the entry was taken here
+	}
+}
+
 // takePending removes and returns the pending pairing for tok, if its secret
 // matches. Whoever takes it must send exactly one value on its paired chan.
 func (s *Server) takePending(tok wire.Token) *pending {

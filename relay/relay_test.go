@@ -541,3 +541,45 @@ func TestLongLivedConnection(t *testing.T) {
 		t.Error("echo differs from what was sent")
 	}
 }
+
+// TestWithdrawFailsWaitingClients: a client announced to a route just
+// before the member withdraws it (a one-time link used a moment earlier)
+// is closed when the Withdraw arrives, not after PairTimeout.
+func TestWithdrawFailsWaitingClients(t *testing.T) {
+	n := newTestNetwork(t)
+	r := startRelay(t, n, func(c *Config) { c.PairTimeout = time.Minute })
+	m, err := dialMember(t, n, r, n.office, false, "") // takes no connection
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := "k7x2mq.hd-1." + testNet
+	m.mustRegister(name, 600, false)
+	c, err := net.Dial("tcp", r.public)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write(clientHello(t, name)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-m.incoming:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no Incoming for the client")
+	}
+	start := time.Now()
+	res, err := m.request(func(id uint32) wire.Frame { return wire.Withdraw{ReqID: id, Name: name} })
+	if err != nil || res.Code != wire.CodeOK {
+		t.Fatalf("withdraw: %+v, %v", res, err)
+	}
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); err == nil {
+		t.Fatal("the client got data from a withdrawn route")
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("the client waited %v after the withdraw", d)
+	}
+	if got := r.count("relay_connections_total", "result", "pair_refused"); got != 1 {
+		t.Errorf("pair_refused = %v, want 1", got)
+	}
+}
