@@ -429,6 +429,14 @@ func (s *Server) sendResponse(p sendParams) (any, error) {
 		return nil, rpcErr(jsonrpc.CodeInvalidParams, "correlation_id %s is not a message received from %q", p.CorrelationID, p.To)
 	case in.Kind != store.Request:
 		return nil, rpcErr(jsonrpc.CodeInvalidParams, "correlation_id %s is a %s, not a request", p.CorrelationID, in.Kind)
+	case in.Acked && p.MessageID != nil && in.ResponseID == *p.MessageID:
+		// The same answer again (after a lost reply or a crash): what
+		// the first one queued stands.
+		res := map[string]any{"message_id": in.ResponseID, "duplicate": true}
+		if o, err := s.cfg.Store.Get(in.ResponseID); err == nil {
+			res["status"], res["deadline"] = o.State.String(), o.Deadline
+		}
+		return res, nil
 	case in.Acked:
 		return nil, rpcErr(jsonrpc.CodeInvalidParams, "request %s from %s was already answered", p.CorrelationID, p.To)
 	case p.Service != "" && p.Service != in.Service:
@@ -460,7 +468,11 @@ func (s *Server) sendResponse(p sendParams) (any, error) {
 		if err != nil {
 			return nil, err
 		}
-		if resp, err = s.response(p.To, &wireMessage{ID: in.ID, Kind: "request", Service: in.Service}, answer, deadline); err != nil {
+		var id store.ID
+		if p.MessageID != nil {
+			id = *p.MessageID
+		}
+		if resp, err = s.responseID(p.To, &wireMessage{ID: in.ID, Kind: "request", Service: in.Service}, answer, deadline, id); err != nil {
 			return nil, err
 		}
 	}

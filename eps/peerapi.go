@@ -208,6 +208,15 @@ func (s *Server) serveSync(w http.ResponseWriter, ctx context.Context, caller pk
 // response seals answer ({"result":…} or {"error":…}) to the requester as
 // the response to req.
 func (s *Server) response(to string, req *wireMessage, answer []byte, deadline time.Time) (*wireMessage, error) {
+	return s.responseID(to, req, answer, deadline, store.ID{})
+}
+
+// responseID is response with the response's message id chosen by the
+// caller (local software's idempotency key); zero means a new one.
+func (s *Server) responseID(to string, req *wireMessage, answer []byte, deadline time.Time, id store.ID) (*wireMessage, error) {
+	if id.IsZero() {
+		id = store.NewID()
+	}
 	m, snap, err := s.memberEntry(to)
 	if err != nil {
 		return nil, err
@@ -217,7 +226,7 @@ func (s *Server) response(to string, req *wireMessage, answer []byte, deadline t
 		return nil, err
 	}
 	corr := req.ID
-	resp := &wireMessage{ID: store.NewID(), Kind: "response", Service: req.Service, CorrelationID: &corr, Deadline: deadline.UTC()}
+	resp := &wireMessage{ID: id, Kind: "response", Service: req.Service, CorrelationID: &corr, Deadline: deadline.UTC()}
 	env, err := s.sealer.Seal(key, sealContext(s.self.Name, to, resp), answer, s.cert())
 	if err != nil {
 		return nil, err
