@@ -1,7 +1,6 @@
 package guestlist
 
 import (
-	"bytes"
 	"crypto/hpke"
 	"encoding/json"
 	"errors"
@@ -157,20 +156,7 @@ func validationError(code int, prefix string, err error) *sdk.Error {
 
 // decodeStrict decodes b into v, refusing unknown members and trailing
 // data.
-func decodeStrict(b []byte, v any) error {
-	if len(b) == 0 {
-		b = []byte("null")
-	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return fmt.Errorf("%w: %v", sdk.ErrInvalidParams, err)
-	}
-	if dec.More() {
-		return fmt.Errorf("%w: data after the params", sdk.ErrInvalidParams)
-	}
-	return nil
-}
+func decodeStrict(b []byte, v any) error { return sdk.DecodeStrict(b, v) }
 
 // decodeRequest decodes and validates a RequestMessage: the DataRequest
 // strictly with contactdata, the key by its shape.

@@ -544,16 +544,5 @@ func decodeStrict(params json.RawMessage, v any) error {
 	if len(params) > MaxParams {
 		return sdk.NewError(jsonrpc.CodeTooLarge, fmt.Sprintf("params must be at most %d bytes", MaxParams), nil)
 	}
-	if len(params) == 0 {
-		params = json.RawMessage("null")
-	}
-	dec := json.NewDecoder(bytes.NewReader(params))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return fmt.Errorf("%w: %v", sdk.ErrInvalidParams, err)
-	}
-	if dec.More() {
-		return fmt.Errorf("%w: data after the params", sdk.ErrInvalidParams)
-	}
-	return nil
+	return sdk.DecodeStrict(params, v)
 }

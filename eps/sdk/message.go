@@ -84,6 +84,25 @@ func (m *Message) Decode(v any) error {
 	return nil
 }
 
+// DecodeStrict decodes params into v as Decode does, but refuses unknown
+// members (at any depth) and data after the value: for services whose
+// callers must not slip in fields a later version would read. Its errors
+// wrap ErrInvalidParams.
+func DecodeStrict(params []byte, v any) error {
+	if len(params) == 0 {
+		params = []byte("null")
+	}
+	dec := json.NewDecoder(bytes.NewReader(params))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalidParams, err)
+	}
+	if dec.More() {
+		return fmt.Errorf("%w: data after the params", ErrInvalidParams)
+	}
+	return nil
+}
+
 // Open opens a payload the endpoint server handed on sealed
 // (eps.Config.PassSealed), for software that keeps the member's seal keys
 // itself: self is this member's name. It sets Params to the plaintext. The
