@@ -114,13 +114,14 @@ func (s *Server) servePeer(w http.ResponseWriter, r *http.Request) {
 	}
 	// Refuse forgeries before storing anything: the payload must be signed
 	// by the TLS peer itself, with a key the directory pins.
-	if _, err := s.verify.Verify(m.Sealed, sealContext(caller.Name, s.self.Name, m)); err != nil {
+	signer, err := s.verify.Verify(m.Sealed, sealContext(caller.Name, s.self.Name, m))
+	if err != nil {
 		result = "bad_signature"
 		peerRefuse(w, http.StatusForbidden, "payload signature: "+err.Error())
 		return
 	}
 	if m.Sync {
-		result = s.serveSync(w, r.Context(), caller, m)
+		result = s.serveSync(w, r.Context(), caller, signer, m)
 		return
 	}
 	result = s.receive(w, caller, m, kind)
@@ -172,8 +173,8 @@ func (s *Server) receive(w http.ResponseWriter, caller pki.ID, m *wireMessage, k
 
 // serveSync hands a synchronous request to local software and answers with
 // its response, sealed to the caller.
-func (s *Server) serveSync(w http.ResponseWriter, ctx context.Context, caller pki.ID, m *wireMessage) string {
-	payload, err := s.openFrom(caller, m)
+func (s *Server) serveSync(w http.ResponseWriter, ctx context.Context, caller, signer pki.ID, m *wireMessage) string {
+	payload, err := s.openVerified(caller, signer, m)
 	if err != nil {
 		peerRefuse(w, http.StatusBadRequest, err.Error())
 		return "bad_signature"

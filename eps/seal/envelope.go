@@ -20,6 +20,7 @@ const (
 	maxChain = 4        // intermediate certificates
 	maxSig   = 256      // bytes; ECDSA P-256 ASN.1 is at most 72, Ed25519 64
 	tagSize  = 16       // bytes; every AEAD we accept has a 16-byte tag
+	saltSize = 16       // bytes of a version 2 envelope's salt
 )
 
 // HPKE algorithm identifiers (RFC 9180 §7, draft-ietf-hpke-pq).
@@ -56,8 +57,9 @@ func knownAEAD(id uint16) bool {
 //	{"v":1,"kem":25722,"kdf":1,"aead":3,"key_id":"s1","enc":"…","ct":"…",
 //	 "cert":"…","chain":["…"],"sig":"…"}
 //
-// with every byte field in standard base64 with padding. Cert, Chain and Sig
-// are omitted for an anonymous envelope. Chain is optional even for a signed
+// with every byte field in standard base64 with padding. A version 2
+// envelope (sealed in a session, see Sealer) also has "salt" after "enc".
+// Cert, Chain and Sig are omitted for an anonymous envelope. Chain is optional even for a signed
 // one: it carries intermediate CA certificates (DER, leaf excluded) that help
 // a receiver build a path from Cert to the network roots; it is a hint, not
 // signed, and trust never comes from it.
@@ -72,7 +74,8 @@ type Envelope struct {
 	AEAD  uint16   `json:"aead"`            // HPKE AEAD id
 	KeyID string   `json:"key_id"`          // the recipient's seal key id
 	Enc   []byte   `json:"enc"`             // HPKE encapsulated key
-	CT    []byte   `json:"ct"`              // HPKE ciphertext, tag included
+	Salt  []byte   `json:"salt,omitempty"`  // version 2: the message's salt (16 bytes)
+	CT    []byte   `json:"ct"`              // ciphertext, tag included
 	Cert  []byte   `json:"cert,omitempty"`  // sender's leaf certificate (DER)
 	Chain [][]byte `json:"chain,omitempty"` // intermediates (DER), optional
 	Sig   []byte   `json:"sig,omitempty"`   // sender's signature
@@ -89,8 +92,15 @@ func malformed(format string, args ...any) error {
 // check validates every field: the rules Parse enforces on the wire, applied
 // to an Envelope however it was made.
 func (e *Envelope) check() error {
-	if e.V != 1 {
-		return malformed("version %d, want 1", e.V)
+	switch {
+	case e.V != 1 && e.V != 2:
+		return malformed("version %d, want 1 or 2", e.V)
+	case e.V == 1 && e.Salt != nil:
+		return malformed("salt in a version 1 envelope")
+	case e.V == 2 && len(e.Salt) != saltSize:
+		return malformed("salt is %d bytes, version 2 needs %d", len(e.Salt), saltSize)
+	case e.V == 2 && len(e.Cert) == 0:
+		return malformed("a version 2 envelope is signed")
 	}
 	n := encSize(e.KEM)
 	if n == 0 {
@@ -158,6 +168,9 @@ func (e *Envelope) encodedLen() int {
 	n := len(`{"v":,"kem":,"kdf":,"aead":,"key_id":"","enc":"","ct":""}`) +
 		decLen(uint64(e.V)) + decLen(uint64(e.KEM)) + decLen(uint64(e.KDF)) + decLen(uint64(e.AEAD)) +
 		len(e.KeyID) + b64len(len(e.Enc)) + b64len(len(e.CT))
+	if e.Salt != nil {
+		n += len(`,"salt":""`) + b64len(len(e.Salt))
+	}
 	if len(e.Cert) != 0 {
 		n += len(`,"cert":""`) + b64len(len(e.Cert))
 	}
@@ -202,6 +215,9 @@ func (e *Envelope) Marshal() ([]byte, error) {
 	b = append(b, `,"key_id":"`...)
 	b = append(b, e.KeyID...) // [a-z0-9-]: nothing to escape
 	b = appendB64(append(b, `","enc":`...), e.Enc)
+	if e.Salt != nil {
+		b = appendB64(append(b, `,"salt":`...), e.Salt)
+	}
 	b = appendB64(append(b, `,"ct":`...), e.CT)
 	if len(e.Cert) != 0 {
 		b = appendB64(append(b, `,"cert":`...), e.Cert)
@@ -322,6 +338,8 @@ func Parse(b []byte) (*Envelope, error) {
 				e.Chain, err = p.b64List("chain")
 			case "sig":
 				e.Sig, err = p.b64("sig")
+			case "salt":
+				e.Salt, err = p.b64("salt")
 			}
 			if err != nil {
 				return nil, err
@@ -353,7 +371,7 @@ func Parse(b []byte) (*Envelope, error) {
 }
 
 // names are the envelope's field names; the first seven are required.
-var names = []string{"v", "kem", "kdf", "aead", "key_id", "enc", "ct", "cert", "chain", "sig"}
+var names = []string{"v", "kem", "kdf", "aead", "key_id", "enc", "ct", "cert", "chain", "sig", "salt"}
 
 // parser reads JSON values from b at i.
 type parser struct {

@@ -18,6 +18,7 @@ type plainEnvelope struct {
 	AEAD  uint16   `json:"aead"`
 	KeyID string   `json:"key_id"`
 	Enc   []byte   `json:"enc"`
+	Salt  []byte   `json:"salt"`
 	CT    []byte   `json:"ct"`
 	Cert  []byte   `json:"cert"`
 	Chain [][]byte `json:"chain"`
@@ -32,6 +33,7 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte(anonJSON))
 	f.Add([]byte(signedJSON))
 	f.Add([]byte(`{"v":1}`))
+	f.Add([]byte(`{"v":2,"kem":32,"kdf":1,"aead":3,"key_id":"x1","enc":"` + b64(32) + `","salt":"` + b64(16) + `","ct":"` + b64(16) + `","cert":"AAAA","sig":"AAAA"}`))
 	f.Add([]byte(`{"v":1,"v":1}`))
 	f.Add([]byte(`{"chain":[],"cert":"","sig":null}`))
 	if raw, err := os.ReadFile(vectorsFile); err == nil {

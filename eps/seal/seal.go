@@ -41,6 +41,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/kurier-net/kurier/pki"
 )
@@ -185,14 +186,24 @@ type SealerConfig struct {
 	// (parsing an ML-KEM-768 key costs about as much as a sixth of a seal).
 	// If zero, 256 are kept; if negative, none.
 	KeyCacheSize int
+	// SessionTTL is how long a session seals signed envelopes (version 2,
+	// see session.go) to one recipient key before a new one starts;
+	// SessionMaxUses bounds its messages. If zero, DefaultSessionTTL and
+	// DefaultSessionMaxUses. A negative SessionTTL turns sessions off:
+	// every envelope is version 1, one KEM encapsulation each.
+	SessionTTL     time.Duration
+	SessionMaxUses int
+	// Now is the clock for sessions. If nil, time.Now.
+	Now func() time.Time
 }
 
 // Sealer seals envelopes. It keeps parsed recipient public keys in a bounded
 // cache. It is safe for concurrent use. The zero Sealer seals with
 // ChaCha20-Poly1305 and caches nothing.
 type Sealer struct {
-	aead uint16                           // 0: ChaCha20-Poly1305
-	keys *cache[[32]byte, hpke.PublicKey] // by keyHash; nil: no cache
+	aead     uint16                           // 0: ChaCha20-Poly1305
+	keys     *cache[[32]byte, hpke.PublicKey] // by keyHash; nil: no cache
+	sessions *sessions                        // nil: version 1 only
 }
 
 // keyHash names a serialized public key of a KEM in the key cache.
@@ -211,6 +222,19 @@ func NewSealer(cfg SealerConfig) (*Sealer, error) {
 		return nil, fmt.Errorf("seal: unknown AEAD 0x%04x", cfg.AEAD)
 	}
 	s := &Sealer{aead: cfg.AEAD}
+	if cfg.SessionTTL >= 0 {
+		ss := &sessions{ttl: cfg.SessionTTL, maxUses: cfg.SessionMaxUses, now: cfg.Now, m: map[sessionKey]*senderSession{}}
+		if ss.ttl == 0 {
+			ss.ttl = DefaultSessionTTL
+		}
+		if ss.maxUses <= 0 {
+			ss.maxUses = DefaultSessionMaxUses
+		}
+		if ss.now == nil {
+			ss.now = time.Now
+		}
+		s.sessions = ss
+	}
 	switch {
 	case cfg.KeyCacheSize == 0:
 		s.keys = newCache[[32]byte, hpke.PublicKey](256)
@@ -260,15 +284,22 @@ func (s *Sealer) Seal(to pki.SealKey, ctx Context, plaintext []byte, signer *tls
 	if aeadID == 0 {
 		aeadID = AEADChaCha20Poly1305
 	}
-	enc, sender, err := hpke.NewSender(pk, hpke.HKDFSHA256(), aeadFor(aeadID), info)
-	if err != nil {
-		return nil, fmt.Errorf("seal: to key %s: %w", to.ID, err)
+	var e *Envelope
+	if key != nil && s.sessions != nil {
+		if e, err = s.sealSession(to, pk, aeadID, ctx, info, plaintext); err != nil {
+			return nil, err
+		}
+	} else {
+		enc, sender, err := hpke.NewSender(pk, hpke.HKDFSHA256(), aeadFor(aeadID), info)
+		if err != nil {
+			return nil, fmt.Errorf("seal: to key %s: %w", to.ID, err)
+		}
+		ct, err := sender.Seal(nil, plaintext)
+		if err != nil {
+			return nil, fmt.Errorf("seal: to key %s: %w", to.ID, err)
+		}
+		e = &Envelope{V: 1, KEM: to.KEM, KDF: KDFHKDFSHA256, AEAD: aeadID, KeyID: to.ID, Enc: enc, CT: ct}
 	}
-	ct, err := sender.Seal(nil, plaintext)
-	if err != nil {
-		return nil, fmt.Errorf("seal: to key %s: %w", to.ID, err)
-	}
-	e := &Envelope{V: 1, KEM: to.KEM, KDF: KDFHKDFSHA256, AEAD: aeadID, KeyID: to.ID, Enc: enc, CT: ct}
 	if key != nil {
 		e.Cert = signer.Certificate[0]
 		if len(signer.Certificate) > 1 {
@@ -428,7 +459,11 @@ func supportedKey(k crypto.PublicKey) bool {
 // digest is what the signature signs.
 func digest(info []byte, e *Envelope) []byte {
 	h := sha256.New()
-	h.Write([]byte(sigPrefix))
+	if e.V == 2 {
+		h.Write([]byte(sigPrefixV2))
+	} else {
+		h.Write([]byte(sigPrefix))
+	}
 	h.Write(info)
 	var b [8]byte
 	binary.BigEndian.PutUint16(b[0:], e.KEM)
@@ -440,6 +475,10 @@ func digest(info []byte, e *Envelope) []byte {
 	binary.BigEndian.PutUint16(b[0:], uint16(len(e.Enc)))
 	h.Write(b[:2])
 	h.Write(e.Enc)
+	if e.V == 2 {
+		h.Write([]byte{byte(len(e.Salt))})
+		h.Write(e.Salt)
+	}
 	h.Write(e.CT)
 	return h.Sum(nil)
 }
@@ -484,7 +523,7 @@ func Open(env *Envelope, ctx Context, keys []pki.SealPrivateKey) ([]byte, error)
 	if err := senderMatches(env, ctx); err != nil {
 		return nil, err
 	}
-	return open(env, info, keys)
+	return open(env, ctx, info, keys, nil)
 }
 
 // senderMatches checks that env is signed exactly when ctx names a sender.
@@ -498,7 +537,9 @@ func senderMatches(env *Envelope, ctx Context) error {
 	return nil
 }
 
-func open(env *Envelope, info []byte, keys []pki.SealPrivateKey) ([]byte, error) {
+// open decrypts env; c, if not nil, keeps the receiving contexts of
+// version 2 sessions.
+func open(env *Envelope, ctx Context, info []byte, keys []pki.SealPrivateKey, c *cache[recipientKey, *hpke.Recipient]) ([]byte, error) {
 	var key hpke.PrivateKey
 	for _, k := range keys {
 		if k.ID == env.KeyID && k.Key != nil {
@@ -511,6 +552,9 @@ func open(env *Envelope, info []byte, keys []pki.SealPrivateKey) ([]byte, error)
 	}
 	if got := key.KEM().ID(); got != env.KEM {
 		return nil, fmt.Errorf("%w: key %q is for KEM 0x%04x, the envelope uses 0x%04x", ErrUnknownKey, env.KeyID, got, env.KEM)
+	}
+	if env.V == 2 {
+		return openSession(env, ctx, info, key, c)
 	}
 	r, err := hpke.NewRecipient(env.Enc, key, hpke.HKDFSHA256(), aeadFor(env.AEAD), info)
 	if err != nil {

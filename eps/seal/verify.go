@@ -1,6 +1,7 @@
 package seal
 
 import (
+	"crypto/hpke"
 	"crypto/sha256"
 	"crypto/x509"
 	"errors"
@@ -46,7 +47,10 @@ type VerifyOptions struct {
 type Verifier struct {
 	opts  VerifyOptions                   // immutable after NewVerifier
 	certs *cache[[32]byte, *verifiedCert] // nil: no cache
-	fresh atomic.Int64                    // chains verified in full, for tests
+	// sessions keeps receiving contexts of version 2 envelopes, so that
+	// a session costs one decapsulation. nil: none.
+	sessions *cache[recipientKey, *hpke.Recipient]
+	fresh    atomic.Int64 // chains verified in full, for tests
 }
 
 // verifiedCert is a sender certificate whose chain verified. It is
@@ -75,8 +79,10 @@ func NewVerifier(opts VerifyOptions) (*Verifier, error) {
 	switch {
 	case opts.CacheSize == 0:
 		v.certs = newCache[[32]byte, *verifiedCert](1024)
+		v.sessions = newCache[recipientKey, *hpke.Recipient](1024)
 	case opts.CacheSize > 0:
 		v.certs = newCache[[32]byte, *verifiedCert](opts.CacheSize)
+		v.sessions = newCache[recipientKey, *hpke.Recipient](opts.CacheSize)
 	}
 	return v, nil
 }
@@ -150,11 +156,36 @@ func (v *Verifier) OpenVerified(env *Envelope, ctx Context, keys []pki.SealPriva
 	if err != nil {
 		return nil, pki.ID{}, err
 	}
-	pt, err := Open(env, ctx, keys)
+	var buf [maxInfo]byte
+	info, err := ctx.appendInfo(buf[:0])
+	if err != nil {
+		return nil, pki.ID{}, err
+	}
+	pt, err := open(env, ctx, info, keys, v.sessions)
 	if err != nil {
 		return nil, pki.ID{}, err
 	}
 	return pt, id, nil
+}
+
+// Open opens env as the package's Open does, but with the Verifier's
+// cache of session contexts. It authenticates nothing: call it only for an
+// envelope that Verify accepted for ctx, when the two cannot be one
+// OpenVerified (the signature is checked before anything is stored, the
+// payload opened later).
+func (v *Verifier) Open(env *Envelope, ctx Context, keys []pki.SealPrivateKey) ([]byte, error) {
+	var buf [maxInfo]byte
+	info, err := ctx.appendInfo(buf[:0])
+	if err != nil {
+		return nil, err
+	}
+	if err := env.check(); err != nil {
+		return nil, err
+	}
+	if err := senderMatches(env, ctx); err != nil {
+		return nil, err
+	}
+	return open(env, ctx, info, keys, v.sessions)
 }
 
 // cert returns env's sender certificate with its chain verified at now,
