@@ -125,7 +125,7 @@ func (s *Server) callback(ctx context.Context, it *Item) ([]byte, error) {
 		return nil, err
 	}
 	defer resp.Body.Close()
-	rb, err := readLimited(resp.Body, s.cfg.MaxBody)
+	rb, err := readLimited(resp.Body, s.cfg.MaxBody, resp.ContentLength)
 	if err != nil || resp.StatusCode < 200 || resp.StatusCode > 299 {
 		s.m.callbacks.WithLabelValues("error").Inc()
 		if err == nil {

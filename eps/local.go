@@ -311,7 +311,7 @@ func (s *Server) postH(ctx context.Context, to pki.ID, m *wireMessage) (int, []b
 		return 0, nil, nil, err
 	}
 	defer resp.Body.Close()
-	body, err := readLimited(resp.Body, s.cfg.MaxBody+64<<10)
+	body, err := readLimited(resp.Body, s.cfg.MaxBody+64<<10, resp.ContentLength)
 	if err != nil {
 		return 0, nil, nil, err
 	}

@@ -29,10 +29,32 @@ func newPeerRequest(body []byte) (*http.Request, error) {
 
 var errTooLarge = errors.New("eps: body too large")
 
-func readLimited(r io.Reader, limit int64) ([]byte, error) {
-	b, err := io.ReadAll(io.LimitReader(r, limit+1))
-	if err != nil {
-		return nil, err
+// readLimited reads r to its end and refuses more than limit bytes
+// (errTooLarge).
+//
+// hint is the body's announced length (Content-Length, or -1): the buffer
+// is sized for it at once instead of growing from 512 bytes by doubling,
+// which was a sixth of the bytes an EPS allocated per call. A wrong hint
+// costs only growth.
+func readLimited(r io.Reader, limit, hint int64) ([]byte, error) {
+	size := int64(512)
+	if hint >= 0 && hint < limit {
+		size = hint + 1 // room to read EOF without growing
+	}
+	b := make([]byte, 0, size)
+	lr := io.LimitReader(r, limit+1)
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+		n, err := lr.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
 	}
 	if int64(len(b)) > limit {
 		return nil, errTooLarge
@@ -74,7 +96,7 @@ func (s *Server) servePeer(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer release()
-	body, err := readLimited(r.Body, s.cfg.MaxBody+64<<10)
+	body, err := readLimited(r.Body, s.cfg.MaxBody+64<<10, r.ContentLength)
 	if err != nil {
 		result = "too_large"
 		peerRefuse(w, http.StatusRequestEntityTooLarge, err.Error())

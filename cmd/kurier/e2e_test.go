@@ -28,7 +28,7 @@ import (
 )
 
 // build compiles a command of this module into dir.
-func build(t *testing.T, dir, pkg string) string {
+func build(t testing.TB, dir, pkg string) string {
 	t.Helper()
 	out := filepath.Join(dir, filepath.Base(pkg))
 	cmd := exec.Command("go", "build", "-o", out, "github.com/kurier-net/kurier/"+pkg)
@@ -39,7 +39,7 @@ func build(t *testing.T, dir, pkg string) string {
 }
 
 // runCmd runs a command to completion and returns its stdout.
-func runCmd(t *testing.T, name string, args ...string) string {
+func runCmd(t testing.TB, name string, args ...string) string {
 	t.Helper()
 	var stdout, stderr bytes.Buffer
 	cmd := exec.Command(name, args...)
@@ -70,7 +70,7 @@ func (d *daemon) log() string {
 	return d.logs.String()
 }
 
-func start(t *testing.T, name string, args ...string) *daemon {
+func start(t testing.TB, name string, args ...string) *daemon {
 	t.Helper()
 	d := &daemon{done: make(chan error, 1)}
 	d.cmd = exec.Command(name, args...)
@@ -90,7 +90,7 @@ func start(t *testing.T, name string, args ...string) *daemon {
 }
 
 // stop sends SIGTERM and waits for a clean exit.
-func (d *daemon) stop(t *testing.T) {
+func (d *daemon) stop(t testing.TB) {
 	t.Helper()
 	d.cmd.Process.Signal(syscall.SIGTERM)
 	select {
@@ -105,7 +105,7 @@ func (d *daemon) stop(t *testing.T) {
 }
 
 // freePort returns a loopback port that was free a moment ago.
-func freePort(t *testing.T, network string) string {
+func freePort(t testing.TB, network string) string {
 	t.Helper()
 	if network == "udp" {
 		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
@@ -123,7 +123,7 @@ func freePort(t *testing.T, network string) string {
 	return ln.Addr().String()
 }
 
-func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
+func waitFor(t testing.TB, what string, timeout time.Duration, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for !cond() {
@@ -147,7 +147,7 @@ type e2eNet struct {
 // setupNetwork builds both binaries, sets up and serves the CA (keys
 // encrypted), adds and enrols a relay and the given members, signs the
 // directory and starts the relay.
-func setupNetwork(t *testing.T, members ...[]string) (*e2eNet, map[string]string) {
+func setupNetwork(t testing.TB, members ...[]string) (*e2eNet, map[string]string) {
 	t.Helper()
 	n := &e2eNet{dir: t.TempDir()}
 	n.ctl, n.kurier = build(t, n.dir, "cmd/kurierctl"), build(t, n.dir, "cmd/kurier")
