@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"fmt"
+	"reflect"
 	"sync"
 	"time"
 
@@ -195,6 +196,9 @@ func openSession(env *Envelope, ctx Context, info []byte, key hpke.PrivateKey, c
 	sinfo := sessionInfo(ctx.Sender, ctx.Recipient)
 	var rk recipientKey
 	var r *hpke.Recipient
+	if c != nil && !reflect.TypeOf(key).Comparable() {
+		c = nil // a key type of another implementation: no map key, no cache
+	}
 	if c != nil {
 		h := sha256.New()
 		h.Write(env.Enc)
