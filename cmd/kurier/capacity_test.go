@@ -45,6 +45,22 @@ func cpuTicks(b *testing.B, pid int) int64 {
 
 const ticksPerSecond = 100 // USER_HZ on Linux
 
+// peakRSS returns a process's peak resident set (VmHWM), in MiB.
+func peakRSS(b *testing.B, pid int) float64 {
+	b.Helper()
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, l := range strings.Split(string(raw), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmHWM:"); ok {
+			kb, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
+			return kb / 1024
+		}
+	}
+	return 0
+}
+
 func BenchmarkEPSProcesses(b *testing.B) {
 	if _, err := os.Stat("/proc/self/stat"); err != nil {
 		b.Skip("needs /proc")
@@ -133,6 +149,7 @@ func BenchmarkEPSProcesses(b *testing.B) {
 		b.ReportMetric(perCall*1e6, k+"-cpu-µs/call")
 		if k != "relay" && perCall > 0 {
 			b.ReportMetric(2/perCall, k+"-calls/s-on-2-cores")
+			b.ReportMetric(peakRSS(b, pids[k]), k+"-peak-RSS-MiB")
 		}
 	}
 }
