@@ -37,7 +37,15 @@ Local software then calls, for example:
      -d '{"jsonrpc":"2.0","id":1,"method":"vendor-a.guest-lists","params":{}}'
 
 Without --callback, software fetches incoming messages with _poll and
-answers them with _ack. See docs/eps.md for the API.`,
+answers them with _ack.
+
+A health office that sends citizens one-time submission links adds a TLS
+certificate browsers trust for *.<member>.<network>:
+
+   kurier eps --state /var/lib/kurier --link-cert links.crt --link-key links.key
+
+and its software calls _link for each index case. See docs/eps.md for the
+API and docs/operations.md for DNS and certificates.`,
 		Flags: append(daemonFlags(),
 			&cli.StringFlag{Name: "listen", Value: "127.0.0.1:5555", Usage: "local API address (keep it on loopback)"},
 			&cli.StringFlag{Name: "store", Usage: "message store file (default <state>/eps.db)"},
