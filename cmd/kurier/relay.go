@@ -150,11 +150,18 @@ func runRelay(c *cli.Context) error {
 	if cl != nil {
 		rcfg.Cluster = cl
 	}
+	// leaveCluster ends the cluster node on the early error paths below
+	// (the normal shutdown leaves after draining, at the end).
+	leaveCluster := func() {
+		if cl != nil {
+			lctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			cl.Shutdown(lctx)
+		}
+	}
 	srv, err := relay.New(rcfg)
 	if err != nil {
-		if cl != nil {
-			cl.Shutdown(context.Background())
-		}
+		leaveCluster()
 		return err
 	}
 	if cl != nil {
@@ -167,6 +174,7 @@ func runRelay(c *cli.Context) error {
 		for _, l := range lns {
 			l.Close()
 		}
+		leaveCluster()
 	}
 	for _, flag := range []string{"public", "pairing", "control-tcp"} {
 		ln, err := net.Listen("tcp", c.String(flag))
