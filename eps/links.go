@@ -359,9 +359,7 @@ func (l *links) submitted(link *submit.Link, env *seal.Envelope) error {
 		ID: id, Kind: store.Notification, Peer: store.Anonymous, Service: link.Service,
 		Deadline: time.Now().Add(l.s.cfg.MaxDeadline), Sealed: sealed,
 	}
-	_, _, err = l.s.cfg.Store.Receive(m, func() ([]byte, error) {
-		return signReceipt(&Receipt{MessageID: id, From: store.Anonymous, To: l.s.self.Name, ReceivedAt: time.Now().UTC(), Digest: digest}, l.s.cert())
-	})
+	_, _, err = l.s.storeReceived(m, digest)
 	if err != nil {
 		l.s.m.peerIn.WithLabelValues("submission_refused").Inc()
 		l.log.Error("storing a submission failed", "link", link, "err", err)

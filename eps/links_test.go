@@ -136,32 +136,6 @@ func testSubmission(label string) []byte {
 		`"contacts":[{"name":"Erika ` + submissionMarker + `","phone":"+49 30 1234567","category":"household","last_contact":"2026-11-20"}],"events":[]}`)
 }
 
-// pollSubmission waits for the office's software to receive one message
-// and acknowledges it.
-func pollSubmission(t *testing.T, office *jsonrpc.Client) eps.Item {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for time.Now().Before(deadline) {
-		var polled struct {
-			Messages []eps.Item `json:"messages"`
-		}
-		if err := office.Call(t.Context(), "_poll", map[string]any{"wait": 5}, &polled); err != nil {
-			t.Fatalf("_poll: %v", err)
-		}
-		for _, it := range polled.Messages {
-			if it.Kind == "status" {
-				continue
-			}
-			if err := office.Call(t.Context(), "_ack", map[string]any{"message_id": it.MessageID, "from": it.From}, nil); err != nil {
-				t.Fatalf("_ack: %v", err)
-			}
-			return it
-		}
-	}
-	t.Fatal("no submission reached the office's software")
-	return eps.Item{}
-}
-
 func linkNetwork(t *testing.T, configure func(string, *eps.Config)) *epstest.Network {
 	members := epstest.DefaultMembers()
 	members[0].Links = true
@@ -202,7 +176,7 @@ func TestOneTimeLink(t *testing.T) {
 	if err != nil || status != 200 {
 		t.Fatalf("submit: %d %s %v", status, body, err)
 	}
-	it := pollSubmission(t, office)
+	it := pollOne(t, office, "notification")
 	if it.From != "anonymous" || it.Service != "index-cases" || it.MessageID.String() != c.link.MessageID {
 		t.Errorf("office's software got %s from %s for %s, want %s from anonymous for index-cases", it.MessageID, it.From, it.Service, c.link.MessageID)
 	}
@@ -274,7 +248,7 @@ func TestOneTimeLinkSurvivesRestart(t *testing.T) {
 	if err != nil || status != 200 {
 		t.Fatalf("submit after restart: %d %s %v", status, body, err)
 	}
-	it := pollSubmission(t, n.Member("hd-1").Client())
+	it := pollOne(t, n.Member("hd-1").Client(), "notification")
 	if it.MessageID.String() != c.link.MessageID {
 		t.Errorf("got message %s, want %s", it.MessageID, c.link.MessageID)
 	}

@@ -165,9 +165,7 @@ func (s *Server) receive(w http.ResponseWriter, caller pki.ID, m *wireMessage, k
 	if m.CorrelationID != nil {
 		sm.CorrelationID = *m.CorrelationID
 	}
-	receipt, dup, err := s.cfg.Store.Receive(sm, func() ([]byte, error) {
-		return signReceipt(&Receipt{MessageID: m.ID, From: caller.Name, To: s.self.Name, ReceivedAt: time.Now().UTC(), Digest: digest}, s.cert())
-	})
+	receipt, dup, err := s.storeReceived(sm, digest)
 	switch {
 	case errors.Is(err, store.ErrInboxFull):
 		peerRefuse(w, http.StatusTooManyRequests, "inbox full")
@@ -191,6 +189,15 @@ func (s *Server) receive(w http.ResponseWriter, caller pki.ID, m *wireMessage, k
 	}
 	s.kick(s.kickIn)
 	return "ok"
+}
+
+// storeReceived stores a received message (from sm.Peer, whose envelope has
+// digest) in the inbox, signing this member's receipt for it, and returns
+// the receipt; see store.Receive.
+func (s *Server) storeReceived(sm store.Message, digest []byte) ([]byte, bool, error) {
+	return s.cfg.Store.Receive(sm, func() ([]byte, error) {
+		return signReceipt(&Receipt{MessageID: sm.ID, From: sm.Peer, To: s.self.Name, ReceivedAt: time.Now().UTC(), Digest: digest}, s.cert())
+	})
 }
 
 // serveSync hands a synchronous request to local software and answers with

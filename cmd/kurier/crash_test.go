@@ -149,9 +149,6 @@ func (sw *software) serve(w http.ResponseWriter, r *http.Request) {
 // Flags (go test -run TestCrashExactlyOnce ./cmd/kurier -v -args ...):
 // -crash.quic, -crash.plan eps,relay,eps (or none, for a run without kills).
 func TestCrashExactlyOnce(t *testing.T) {
-	if testing.Short() {
-		t.Skip("kills and restarts processes for a minute or two")
-	}
 	const (
 		total     = 1000
 		senders   = 8

@@ -7,8 +7,6 @@ package main
 // office's through the relays.
 
 import (
-	"bytes"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -227,26 +225,7 @@ func TestDeployComposeSequence(t *testing.T) {
 		if err != nil {
 			return nil, err
 		}
-		body, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
-		req, _ := http.NewRequest("POST", "http://"+apis[node]+"/", bytes.NewReader(body))
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return nil, err
-		}
-		defer resp.Body.Close()
-		var r struct {
-			Result map[string]any `json:"result"`
-			Error  map[string]any `json:"error"`
-		}
-		if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
-			return nil, fmt.Errorf("HTTP %d: %v", resp.StatusCode, err)
-		}
-		if r.Error != nil {
-			return nil, fmt.Errorf("%v", r.Error)
-		}
-		return r.Result, nil
+		return apiCall(apis[node], strings.TrimSpace(string(tok)), method, params)
 	}
 	stop := make(chan struct{})
 	defer close(stop)

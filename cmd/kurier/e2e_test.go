@@ -304,34 +304,7 @@ func TestEPSBinaries(t *testing.T) {
 	office := start(t, n.kurier, append([]string{"eps", "--state", states["hd-1"], "--listen", officeAPI, "--token-file", token}, daemonArgs("")...)...)
 	vendor := start(t, n.kurier, append([]string{"eps", "--state", states["vendor-a"], "--listen", vendorAPI}, daemonArgs("")...)...)
 
-	call := func(api, tok string, method string, params any) (map[string]any, error) {
-		msg := map[string]any{"jsonrpc": "2.0", "id": 1, "method": method}
-		if params != nil { // JSON-RPC: params, if present, is an object or array
-			msg["params"] = params
-		}
-		body, _ := json.Marshal(msg)
-		req, _ := http.NewRequest("POST", "http://"+api+"/", bytes.NewReader(body))
-		req.Header.Set("Content-Type", "application/json")
-		if tok != "" {
-			req.Header.Set("Authorization", "Bearer "+tok)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return nil, err
-		}
-		defer resp.Body.Close()
-		var r struct {
-			Result map[string]any `json:"result"`
-			Error  map[string]any `json:"error"`
-		}
-		if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
-			return nil, fmt.Errorf("HTTP %d: %v", resp.StatusCode, err)
-		}
-		if r.Error != nil {
-			return nil, fmt.Errorf("%v", r.Error)
-		}
-		return r.Result, nil
-	}
+	call := apiCall
 	// The office's API needs its token.
 	var lastErr error
 	defer func() {
@@ -389,6 +362,39 @@ func TestEPSBinaries(t *testing.T) {
 	office.stop(t)
 	vendor.stop(t)
 	n.relay.stop(t)
+}
+
+// apiCall calls method on an endpoint server's local API at api (host:port)
+// with the bearer token tok (if not empty), as plain HTTP and JSON, as any
+// office's software would, and returns the result object or the JSON-RPC
+// error.
+func apiCall(api, tok string, method string, params any) (map[string]any, error) {
+	msg := map[string]any{"jsonrpc": "2.0", "id": 1, "method": method}
+	if params != nil { // JSON-RPC: params, if present, is an object or array
+		msg["params"] = params
+	}
+	body, _ := json.Marshal(msg)
+	req, _ := http.NewRequest("POST", "http://"+api+"/", bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	if tok != "" {
+		req.Header.Set("Authorization", "Bearer "+tok)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var r struct {
+		Result map[string]any `json:"result"`
+		Error  map[string]any `json:"error"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
+		return nil, fmt.Errorf("HTTP %d: %v", resp.StatusCode, err)
+	}
+	if r.Error != nil {
+		return nil, fmt.Errorf("%v", r.Error)
+	}
+	return r.Result, nil
 }
 
 func grepLines(s, sub string) string {

@@ -256,11 +256,7 @@ func (e *env) caServe(c *cli.Context) error {
 	if err := level.UnmarshalText([]byte(c.String("log-level"))); err != nil {
 		return usagef("ca serve: --log-level: %v", err)
 	}
-	a, err := e.openCA(c)
-	if err != nil {
-		return err
-	}
-	pass, err := e.caPassphrase(c, a)
+	a, pass, err := e.openCAUnlocked(c)
 	if err != nil {
 		return err
 	}
@@ -323,11 +319,7 @@ func (e *env) caRotateIntermediate(c *cli.Context) error {
 	if _, err := nArgs(c); err != nil {
 		return err
 	}
-	a, err := e.openCA(c)
-	if err != nil {
-		return err
-	}
-	pass, err := e.caPassphrase(c, a)
+	a, pass, err := e.openCAUnlocked(c)
 	if err != nil {
 		return err
 	}
@@ -347,11 +339,7 @@ func (e *env) caRotateRoot(c *cli.Context) error {
 	if _, err := nArgs(c); err != nil {
 		return err
 	}
-	a, err := e.openCA(c)
-	if err != nil {
-		return err
-	}
-	pass, err := e.caPassphrase(c, a)
+	a, pass, err := e.openCAUnlocked(c)
 	if err != nil {
 		return err
 	}

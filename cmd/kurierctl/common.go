@@ -106,6 +106,20 @@ func (e *env) caPassphrase(c *cli.Context, a *ca.CA) (ca.Passphrase, error) {
 	return e.passphrase(c, false)
 }
 
+// openCAUnlocked opens the CA of --dir and asks for its passphrase: what
+// every command that uses the CA's keys does first.
+func (e *env) openCAUnlocked(c *cli.Context) (*ca.CA, ca.Passphrase, error) {
+	a, err := e.openCA(c)
+	if err != nil {
+		return nil, nil, err
+	}
+	pass, err := e.caPassphrase(c, a)
+	if err != nil {
+		return nil, nil, err
+	}
+	return a, pass, nil
+}
+
 func (e *env) printJSON(v any) error {
 	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {

@@ -687,11 +687,7 @@ func (e *env) directoryKeyAdd(c *cli.Context) error {
 	if _, err := nArgs(c); err != nil {
 		return err
 	}
-	a, err := e.openCA(c)
-	if err != nil {
-		return err
-	}
-	pass, err := e.caPassphrase(c, a)
+	a, pass, err := e.openCAUnlocked(c)
 	if err != nil {
 		return err
 	}
@@ -707,11 +703,7 @@ func (e *env) directoryKeyActivate(c *cli.Context) error {
 	if _, err := nArgs(c); err != nil {
 		return err
 	}
-	a, err := e.openCA(c)
-	if err != nil {
-		return err
-	}
-	pass, err := e.caPassphrase(c, a)
+	a, pass, err := e.openCAUnlocked(c)
 	if err != nil {
 		return err
 	}

@@ -39,9 +39,6 @@ func TestCrash(t *testing.T) {
 		crashChild(path, uint32(run))
 		return
 	}
-	if testing.Short() {
-		t.Skip("runs child processes")
-	}
 	path := filepath.Join(t.TempDir(), "eps.db")
 	acked := newCrashLog()
 	start := time.Now()
