@@ -512,18 +512,8 @@ func verifySig(pub crypto.PublicKey, d, sig []byte) bool {
 // first, or Verifier.OpenVerified. Decryption failures are ErrOpen and say
 // nothing more.
 func Open(env *Envelope, ctx Context, keys []pki.SealPrivateKey) ([]byte, error) {
-	var buf [maxInfo]byte
-	info, err := ctx.appendInfo(buf[:0])
-	if err != nil {
-		return nil, err
-	}
-	if err := env.check(); err != nil {
-		return nil, err
-	}
-	if err := senderMatches(env, ctx); err != nil {
-		return nil, err
-	}
-	return open(env, ctx, info, keys, nil)
+	var v Verifier // no caches: Verifier.Open without session contexts kept
+	return v.Open(env, ctx, keys)
 }
 
 // senderMatches checks that env is signed exactly when ctx names a sender.

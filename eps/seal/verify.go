@@ -156,12 +156,7 @@ func (v *Verifier) OpenVerified(env *Envelope, ctx Context, keys []pki.SealPriva
 	if err != nil {
 		return nil, pki.ID{}, err
 	}
-	var buf [maxInfo]byte
-	info, err := ctx.appendInfo(buf[:0])
-	if err != nil {
-		return nil, pki.ID{}, err
-	}
-	pt, err := open(env, ctx, info, keys, v.sessions)
+	pt, err := v.Open(env, ctx, keys)
 	if err != nil {
 		return nil, pki.ID{}, err
 	}
