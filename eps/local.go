@@ -298,7 +298,7 @@ func (s *Server) post(ctx context.Context, to pki.ID, m *wireMessage) (int, []by
 
 // postH is post that also returns the response headers.
 func (s *Server) postH(ctx context.Context, to pki.ID, m *wireMessage) (int, []byte, http.Header, error) {
-	b, err := json.Marshal(m)
+	b, err := m.marshal()
 	if err != nil {
 		return 0, nil, nil, err
 	}

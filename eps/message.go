@@ -9,11 +9,13 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
 
+	"github.com/kurier-net/kurier/eps/internal/strictjson"
 	"github.com/kurier-net/kurier/eps/seal"
 	"github.com/kurier-net/kurier/eps/store"
 	"github.com/kurier-net/kurier/pki"
@@ -24,6 +26,8 @@ const peerPath = "/kurier/peer/v1/messages"
 
 // wireMessage is a message as it travels between endpoint servers (see
 // docs/eps-design.md). The sender is never in it: it is the TLS peer.
+// appendWire encodes it and decodeWire decodes it, by hand; the json tags
+// name the same fields, so that tests can hold them against encoding/json.
 type wireMessage struct {
 	ID            store.ID       `json:"id"`
 	Kind          string         `json:"kind"`
@@ -34,37 +38,138 @@ type wireMessage struct {
 	Sealed        *seal.Envelope `json:"sealed"`
 }
 
-// decodeWire decodes and checks a message strictly.
+// wireNames are the wire message's fields; the first five are required.
+var wireNames = []string{"id", "kind", "service", "deadline", "sealed", "correlation_id", "sync"}
+
+// decodeWire decodes and checks a message strictly: one JSON object with
+// exactly the field names above, each at most once, no null, the envelope
+// as strict as seal.Parse.
 func decodeWire(b []byte) (*wireMessage, store.Kind, error) {
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	var m wireMessage
-	if err := dec.Decode(&m); err != nil {
+	m, kind, err := parseWire(b)
+	if err != nil {
 		return nil, 0, fmt.Errorf("decode message: %w", err)
 	}
-	if dec.More() {
-		return nil, 0, errors.New("decode message: trailing data")
+	return m, kind, nil
+}
+
+func parseWire(b []byte) (*wireMessage, store.Kind, error) {
+	var (
+		m    wireMessage
+		kind store.Kind
+	)
+	p := strictjson.New(b)
+	seen, err := p.Object("message", wireNames, func(f int) error {
+		if wireNames[f] == "sealed" {
+			env, err := seal.ParseNext(p)
+			m.Sealed = env
+			return err
+		}
+		if wireNames[f] == "sync" {
+			v, err := p.Bool("sync")
+			m.Sync = v
+			return err
+		}
+		s, err := p.String(wireNames[f])
+		if err != nil {
+			return err
+		}
+		switch wireNames[f] {
+		case "id":
+			m.ID, err = store.ParseID(string(s))
+		case "kind":
+			kind, err = store.ParseKind(string(s))
+			m.Kind = kind.String()
+		case "service":
+			m.Service = string(s)
+			err = pki.ValidServiceName(m.Service)
+		case "deadline":
+			err = m.Deadline.UnmarshalText(s)
+		case "correlation_id":
+			var id store.ID
+			id, err = store.ParseID(string(s))
+			m.CorrelationID = &id
+		}
+		return err
+	})
+	if err == nil {
+		err = strictjson.Missing(seen, wireNames, 5)
 	}
-	kind, err := store.ParseKind(m.Kind)
+	if err == nil && !p.End() {
+		err = errors.New("data after the message")
+	}
 	if err != nil {
 		return nil, 0, err
 	}
-	switch {
-	case m.ID.IsZero():
-		return nil, 0, errors.New("message without id")
-	case m.Sealed == nil:
-		return nil, 0, errors.New("message without sealed payload")
-	case m.Deadline.IsZero():
-		return nil, 0, errors.New("message without deadline")
-	case (kind == store.Response) != (m.CorrelationID != nil && !m.CorrelationID.IsZero()):
-		return nil, 0, errors.New("a response, and only a response, carries a correlation id")
-	case m.Sync && kind != store.Request:
-		return nil, 0, errors.New("only a request can be sync")
-	}
-	if err := pki.ValidServiceName(m.Service); err != nil {
+	if err := m.check(kind); err != nil {
 		return nil, 0, err
 	}
 	return &m, kind, nil
+}
+
+// check applies the rules between fields of a message of kind.
+func (m *wireMessage) check(kind store.Kind) error {
+	switch {
+	case m.ID.IsZero():
+		return errors.New("message without id")
+	case m.Sealed == nil:
+		return errors.New("message without sealed payload")
+	case m.Deadline.IsZero():
+		return errors.New("message without deadline")
+	case (kind == store.Response) != (m.CorrelationID != nil):
+		return errors.New("a response, and only a response, carries a correlation id")
+	case m.CorrelationID != nil && m.CorrelationID.IsZero():
+		return errors.New("correlation id of zeros")
+	case m.Sync && kind != store.Request:
+		return errors.New("only a request can be sync")
+	}
+	return nil
+}
+
+// appendWire appends m's wire encoding to b: canonical JSON, fields in the
+// order of wireMessage, which decodeWire accepts. It refuses a message
+// decodeWire would refuse, so a bad one fails here rather than at the
+// peer.
+func appendWire(b []byte, m *wireMessage) ([]byte, error) {
+	kind, err := store.ParseKind(m.Kind)
+	if err != nil {
+		return nil, err
+	}
+	if err := m.check(kind); err != nil {
+		return nil, fmt.Errorf("eps: %w", err)
+	}
+	if err := pki.ValidServiceName(m.Service); err != nil {
+		return nil, err // its alphabet needs no escaping below
+	}
+	b = append(b, `{"id":"`...)
+	b = hex.AppendEncode(b, m.ID[:])
+	b = append(b, `","kind":"`...)
+	b = append(b, m.Kind...)
+	b = append(b, `","service":"`...)
+	b = append(b, m.Service...)
+	b = append(b, '"')
+	if m.CorrelationID != nil {
+		b = append(b, `,"correlation_id":"`...)
+		b = hex.AppendEncode(b, m.CorrelationID[:])
+		b = append(b, '"')
+	}
+	b = append(b, `,"deadline":"`...)
+	if b, err = m.Deadline.AppendText(b); err != nil {
+		return nil, fmt.Errorf("eps: deadline: %w", err)
+	}
+	b = append(b, '"')
+	if m.Sync {
+		b = append(b, `,"sync":true`...)
+	}
+	b = append(b, `,"sealed":`...)
+	if b, err = m.Sealed.AppendJSON(b); err != nil {
+		return nil, err
+	}
+	return append(b, '}'), nil
+}
+
+// marshal returns m's wire encoding (appendWire).
+func (m *wireMessage) marshal() ([]byte, error) {
+	return appendWire(make([]byte, 0, 512), m) // the envelope grows it once
 }
 
 // sealContext is the seal context of a message from sender to recipient.

@@ -225,7 +225,7 @@ func (s *Server) serveSync(w http.ResponseWriter, ctx context.Context, caller, s
 		peerRefuse(w, http.StatusInternalServerError, err.Error())
 		return "error"
 	}
-	b, err := json.Marshal(resp)
+	b, err := resp.marshal()
 	if err != nil {
 		peerRefuse(w, http.StatusInternalServerError, err.Error())
 		return "error"

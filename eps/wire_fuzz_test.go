@@ -3,6 +3,7 @@ package eps
 import (
 	"bytes"
 	"encoding/json"
+	"github.com/kurier-net/kurier/eps/seal"
 	"github.com/kurier-net/kurier/eps/store"
 	"github.com/kurier-net/kurier/pki"
 	"github.com/kurier-net/kurier/pki/pkitest"
@@ -39,13 +40,32 @@ func FuzzDecodeWire(f *testing.F) {
 		case m.Sync && kind != store.Request:
 			t.Fatalf("sync %v", kind)
 		}
-		again, err := json.Marshal(m)
+		again, err := m.marshal()
 		if err != nil {
 			t.Fatalf("re-encoding an accepted message: %v", err)
 		}
 		m2, kind2, err := decodeWire(again)
 		if err != nil || kind2 != kind || m2.ID != m.ID || !m2.Deadline.Equal(m.Deadline) {
 			t.Fatalf("round trip: %v\n%s", err, again)
+		}
+		if third, err := m2.marshal(); err != nil || !bytes.Equal(third, again) {
+			t.Fatalf("the encoding is not canonical: %v\n%s\n%s", err, again, third)
+		}
+		// The wire format is JSON: what decodeWire accepts, encoding/json
+		// reads to the same message.
+		var std wireMessage
+		if err := json.Unmarshal(b, &std); err != nil {
+			t.Fatalf("encoding/json refuses an accepted message: %v\n%q", err, b)
+		}
+		if std.ID != m.ID || std.Kind != m.Kind || std.Service != m.Service || std.Sync != m.Sync ||
+			!std.Deadline.Equal(m.Deadline) || (std.CorrelationID == nil) != (m.CorrelationID == nil) ||
+			std.CorrelationID != nil && *std.CorrelationID != *m.CorrelationID {
+			t.Fatalf("encoding/json reads another message:\n%+v\n%+v", std, m)
+		}
+		e1, _ := std.Sealed.Marshal()
+		e2, _ := m.Sealed.Marshal()
+		if !bytes.Equal(e1, e2) {
+			t.Fatalf("encoding/json reads another envelope")
 		}
 	})
 }
@@ -85,3 +105,70 @@ func FuzzVerifyReceipt(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkWire: encoding and decoding a typical peer message (a 1 KiB
+// payload sealed in a version 2 envelope to an ML-KEM-768+X25519 key),
+// by hand and, for comparison, with encoding/json.
+//
+//	go test -run '^$' -bench Wire -benchmem ./eps
+func BenchmarkWire(b *testing.B) {
+	ca := pkitest.NewCA(b, "kurier.bench", time.Now())
+	cert := ca.Issue(b, pki.RoleHealthOffice, "hd-1")
+	key, err := pki.NewSealKey("s1")
+	if err != nil {
+		b.Fatal(err)
+	}
+	corr := store.NewID()
+	m := &wireMessage{ID: store.NewID(), Kind: "response", Service: "guest-lists", CorrelationID: &corr, Deadline: time.Now().UTC()}
+	var sealer seal.Sealer
+	m.Sealed, err = sealer.Seal(key.Public(), sealContext("hd-1", "vendor-a", m), benchPayloadInternal, cert)
+	if err != nil {
+		b.Fatal(err)
+	}
+	enc, err := m.marshal()
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("decode", func(b *testing.B) {
+		b.SetBytes(int64(len(enc)))
+		for b.Loop() {
+			if _, _, err := decodeWire(enc); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("encode", func(b *testing.B) {
+		b.SetBytes(int64(len(enc)))
+		for b.Loop() {
+			if _, err := m.marshal(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("encoding-json/decode", func(b *testing.B) {
+		b.SetBytes(int64(len(enc)))
+		for b.Loop() {
+			dec := json.NewDecoder(bytes.NewReader(enc))
+			dec.DisallowUnknownFields()
+			var w wireMessage
+			if err := dec.Decode(&w); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("encoding-json/encode", func(b *testing.B) {
+		b.SetBytes(int64(len(enc)))
+		for b.Loop() {
+			if _, err := json.Marshal(m); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// benchPayloadInternal is a check-in list of about 1 KiB, as in
+// bench_test.go.
+var benchPayloadInternal = func() []byte {
+	guests := bytes.Repeat([]byte(`{"name":"Erika Mustermann","phone":"+49 30 1234567"},`), 20)
+	return []byte(`{"location":"Café Rot","guests":[` + string(guests[:len(guests)-1]) + `]}`)
+}()
