@@ -3,6 +3,7 @@ package eps
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -59,6 +60,42 @@ func isStructured(raw json.RawMessage) bool {
 	return false
 }
 
+// appendCallback appends the JSON-RPC request that hands it to local
+// software: {"jsonrpc":"2.0","id":"<message id>","method":"<service>",
+// "params":…}. Written by hand, as the wire message is: encoding/json
+// would scan and copy the payload twice more. A payload that is not an
+// object or array goes without params, as JSON-RPC wants; an object or
+// array that is not valid JSON is refused.
+func appendCallback(b []byte, it *Item) ([]byte, error) {
+	method := it.Service
+	if it.Kind == "status" {
+		method = "_status"
+	} else if err := pki.ValidServiceName(method); err != nil {
+		return nil, err // its alphabet needs no escaping below
+	}
+	b = append(b, `{"jsonrpc":"2.0","id":"`...)
+	b = hex.AppendEncode(b, it.MessageID[:])
+	b = append(b, `","method":"`...)
+	b = append(b, method...)
+	b = append(b, '"')
+	switch {
+	case it.Sealed != nil:
+		var err error
+		b = append(b, `,"params":{"sealed":`...)
+		if b, err = it.Sealed.AppendJSON(b); err != nil {
+			return nil, err
+		}
+		b = append(b, '}')
+	case isStructured(it.Params):
+		if !json.Valid(it.Params) {
+			return nil, errors.New("eps: payload is not JSON")
+		}
+		b = append(b, `,"params":`...)
+		b = append(b, it.Params...)
+	}
+	return append(b, '}'), nil
+}
+
 // answerPayload is what goes back to a requester, sealed.
 func answerPayload(result json.RawMessage, rerr *jsonrpc.Error) ([]byte, error) {
 	if rerr != nil {
@@ -75,23 +112,7 @@ func answerPayload(result json.RawMessage, rerr *jsonrpc.Error) ([]byte, error) 
 // carry what the endpoint server vouches for: the sender is the verified
 // TLS peer.
 func (s *Server) callback(ctx context.Context, it *Item) ([]byte, error) {
-	params := it.Params
-	if it.Sealed != nil {
-		b, err := json.Marshal(map[string]any{"sealed": it.Sealed})
-		if err != nil {
-			return nil, err
-		}
-		params = b
-	}
-	method := it.Service
-	if it.Kind == "status" {
-		method = "_status"
-	}
-	msg := map[string]any{"jsonrpc": "2.0", "id": it.MessageID.String(), "method": method}
-	if isStructured(params) { // JSON-RPC: params, if present, is an object or array
-		msg["params"] = params
-	}
-	body, err := json.Marshal(msg)
+	body, err := appendCallback(make([]byte, 0, 256+len(it.Params)), it)
 	if err != nil {
 		return nil, err
 	}
