@@ -28,7 +28,8 @@ import (
 //	roots.pem           network root certificates
 //	directory-keys.pem  trusted directory signing keys (PKIX PEM)
 //	cert.pem            certificate chain, leaf first (rewritten on renewal)
-//	key.pem             private key (0600), created here, never sent anywhere
+//	key.pem             private key, PKCS#8 PEM (0600), created here, never sent
+//	                    anywhere: Ed25519, or P-256 if enrolled before Ed25519
 //	seal.key            HPKE private key for payload sealing (0600)
 //	seal-web.key        health offices: X25519 HPKE key for browsers (0600)
 //	directory           the last good signed directory (cache)

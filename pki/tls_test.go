@@ -219,6 +219,50 @@ func TestTLSMutualAuth(t *testing.T) {
 	}
 }
 
+// TestTLSKeyTypes: members enrolled with Ed25519 keys and members still on
+// P-256 keys authenticate each other in every combination, through the
+// same ServerConfig and ClientConfig, over TLS 1.3, on first handshakes and
+// on resumed ones.
+func TestTLSKeyTypes(t *testing.T) {
+	for _, tt := range []struct{ server, client pkitest.KeyType }{
+		{pkitest.Ed25519, pkitest.Ed25519},
+		{pkitest.Ed25519, pkitest.P256},
+		{pkitest.P256, pkitest.Ed25519},
+		{pkitest.P256, pkitest.P256},
+	} {
+		t.Run(tt.server.String()+" server, "+tt.client.String()+" client", func(t *testing.T) {
+			ca := pkitest.NewCA(t, "kurier.example", time.Now())
+			hd := ca.IssueWith(t, pki.RoleHealthOffice, "hd-1", pkitest.Options{KeyType: tt.server})
+			app := ca.IssueWith(t, pki.RoleProvider, "app", pkitest.Options{KeyType: tt.client})
+			n := &tlsNet{ca: ca, hd: hd, app: app, hdID: pki.ID{Network: "kurier.example", Role: pki.RoleHealthOffice, Name: "hd-1"}}
+			trust := ca.Trust(t, ca.Directory(pkitest.Member(hd, "HD 1", "submit"), pkitest.Member(app, "App")))
+			srv := serveTLS(t, n.serverConfig(t, trust, nil))
+			cli := n.clientConfig(t, app, trust, n.hdID)
+			for i, wantResumed := range []bool{false, true} {
+				cs, greeting, err := dialTLS(t, srv.addr, cli)
+				if err != nil {
+					t.Fatalf("connection %d: %v", i, err)
+				}
+				if err := serverErr(t, srv); err != nil {
+					t.Fatalf("connection %d: server: %v", i, err)
+				}
+				if cs.Version != tls.VersionTLS13 || cs.DidResume != wantResumed {
+					t.Errorf("connection %d: version %x, resumed %v; want TLS 1.3, resumed %v", i, cs.Version, cs.DidResume, wantResumed)
+				}
+				if got := cs.PeerCertificates[0]; !got.Equal(hd.Leaf) {
+					t.Errorf("connection %d: client saw another server certificate (%v key)", i, got.PublicKeyAlgorithm)
+				}
+				if id, err := pki.PeerID(cs); err != nil || id != n.hdID {
+					t.Errorf("connection %d: client: PeerID = %v, %v; want %v", i, id, err, n.hdID)
+				}
+				if greeting != "spiffe://kurier.example/provider/app" {
+					t.Errorf("connection %d: server: PeerID = %q", i, greeting)
+				}
+			}
+		})
+	}
+}
+
 func TestTLSServerRefusesClient(t *testing.T) {
 	n := newTLSNet(t)
 	ca := n.ca

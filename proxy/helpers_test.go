@@ -23,7 +23,8 @@ import (
 const testNetwork = "kurier.test"
 
 // env is a test network: a CA, the member hd-1 the proxy runs for, and the
-// relays r1 and r2, all listed in one directory.
+// relays r1 and r2, all listed in one directory. hd-1 and r1 have Ed25519
+// keys, as kurier enroll makes them; r2 has a P-256 key from before.
 type env struct {
 	ca      *pkitest.CA
 	member  *tls.Certificate
@@ -37,18 +38,21 @@ func newEnv(t testing.TB) *env {
 	t.Helper()
 	ca := pkitest.NewCA(t, testNetwork, time.Now())
 	e := &env{ca: ca, relays: map[string]*pki.Identity{}}
-	e.member = ca.Issue(t, pki.RoleHealthOffice, "hd-1")
+	e.member = ca.IssueWith(t, pki.RoleHealthOffice, "hd-1", pkitest.Options{KeyType: pkitest.Ed25519})
 	var err error
 	if e.id, err = pki.NewIdentity(e.member); err != nil {
 		t.Fatal(err)
 	}
 	e.members = append(e.members, pkitest.Member(e.member, "Health office 1"))
-	for _, name := range []string{"r1", "r2"} {
-		c := ca.Issue(t, pki.RoleRelay, name)
-		if e.relays[name], err = pki.NewIdentity(c); err != nil {
+	for _, r := range []struct {
+		name string
+		kt   pkitest.KeyType
+	}{{"r1", pkitest.Ed25519}, {"r2", pkitest.P256}} {
+		c := ca.IssueWith(t, pki.RoleRelay, r.name, pkitest.Options{KeyType: r.kt})
+		if e.relays[r.name], err = pki.NewIdentity(c); err != nil {
 			t.Fatal(err)
 		}
-		e.members = append(e.members, pkitest.Member(c, "Relay "+name))
+		e.members = append(e.members, pkitest.Member(c, "Relay "+r.name))
 	}
 	e.trust = ca.Trust(t, ca.Directory(e.members...))
 	return e

@@ -48,7 +48,13 @@ type itNetwork struct {
 func newITNetwork(t *testing.T) *itNetwork {
 	t.Helper()
 	ca := pkitest.NewCA(t, itNet, time.Now())
-	n := &itNetwork{ca: ca, relay: ca.Issue(t, pki.RoleRelay, "r1"), office: ca.Issue(t, pki.RoleHealthOffice, "hd-1")}
+	// Ed25519 keys, as kurier enroll makes them: curl and openssl see the
+	// office's Ed25519 certificate through the relay.
+	n := &itNetwork{
+		ca:     ca,
+		relay:  ca.IssueWith(t, pki.RoleRelay, "r1", pkitest.Options{KeyType: pkitest.Ed25519}),
+		office: ca.IssueWith(t, pki.RoleHealthOffice, "hd-1", pkitest.Options{KeyType: pkitest.Ed25519}),
+	}
 	n.listen(t, [4]string{"127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"})
 	rm := pkitest.Member(n.relay, "Relay 1")
 	rm.Relay = &n.ends

@@ -26,7 +26,8 @@ import (
 const testNet = "kurier.test"
 
 // testNetwork is a CA, a directory and the certificates of one relay and two
-// members.
+// members. It is a mixed network: the relay and the office have Ed25519
+// keys, as kurier enroll makes them, the vendor a P-256 key from before.
 type testNetwork struct {
 	ca       *pkitest.CA
 	relay    *tls.Certificate
@@ -39,9 +40,9 @@ func newTestNetwork(t *testing.T) *testNetwork {
 	t.Helper()
 	ca := pkitest.NewCA(t, testNet, time.Now())
 	n := &testNetwork{ca: ca}
-	n.relay = ca.Issue(t, pki.RoleRelay, "r1")
-	n.office = ca.Issue(t, pki.RoleHealthOffice, "hd-1")
-	n.vendor = ca.Issue(t, pki.RoleProvider, "vendor-a")
+	n.relay = ca.IssueWith(t, pki.RoleRelay, "r1", pkitest.Options{KeyType: pkitest.Ed25519})
+	n.office = ca.IssueWith(t, pki.RoleHealthOffice, "hd-1", pkitest.Options{KeyType: pkitest.Ed25519})
+	n.vendor = ca.IssueWith(t, pki.RoleProvider, "vendor-a", pkitest.Options{KeyType: pkitest.P256})
 	n.verifier = ca.Verifier(t, n.directory())
 	return n
 }

@@ -42,11 +42,12 @@ var (
 	vendorID = pki.ID{Network: benchNetwork, Role: pki.RoleProvider, Name: vendorName}
 )
 
-// writeNetwork makes a root and an intermediate CA, ECDSA P-256 member
-// certificates for the relay, the office and the vendor (the shape
-// pki.IDFromCert accepts: one spiffe URI SAN and the member's DNS name), and a
-// directory listing them signed with a fresh Ed25519 key, and writes them to
-// dir. Keys are written 0600; nothing outlives the run's temporary directory.
+// writeNetwork makes an ECDSA P-256 root and intermediate CA, Ed25519 member
+// certificates for the relay, the office and the vendor (the keys kurier
+// enroll makes, in the shape pki.IDFromCert accepts: one spiffe URI SAN and
+// the member's DNS name), and a directory listing them signed with a fresh
+// Ed25519 key, and writes them to dir. Keys are written 0600; nothing
+// outlives the run's temporary directory.
 func writeNetwork(dir string, now time.Time) error {
 	notBefore, notAfter := now.Add(-time.Hour), now.Add(24*time.Hour)
 	rootKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -90,7 +91,7 @@ func writeNetwork(dir string, now time.Time) error {
 		id      pki.ID
 		display string
 	}{{relayID, "Bench relay"}, {officeID, "Bench health office"}, {vendorID, "Bench vendor"}} {
-		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		pub, key, err := ed25519.GenerateKey(rand.Reader)
 		if err != nil {
 			return err
 		}
@@ -102,7 +103,7 @@ func writeNetwork(dir string, now time.Time) error {
 			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 			DNSNames:    []string{m.id.DNSName()},
 			URIs:        []*url.URL{m.id.URI()},
-		}, inter, &key.PublicKey, interKey)
+		}, inter, pub, interKey)
 		if err != nil {
 			return err
 		}

@@ -262,7 +262,7 @@ func (d *demo) enroll(ctx context.Context, name string, tok pki.Token, again boo
 	if st.WebSeal != nil {
 		keys = "HPKE seal keys (ML-KEM-768+X25519; X25519 for browsers)"
 	}
-	d.step(name, "kurier enroll: P-256 key and %s made here; certificate valid until %s (%v)",
+	d.step(name, "kurier enroll: Ed25519 key and %s made here; certificate valid until %s (%v)",
 		keys, st.Cert.Leaf.NotAfter.UTC().Format("2006-01-02 15:04 UTC"), time.Since(t0).Round(time.Millisecond))
 	if !again {
 		return st, nil

@@ -137,6 +137,8 @@ func (d *demo) startEPS(ctx context.Context, st *pki.State, v *pki.Verifier, lin
 
 // webCertificate makes the demo's certificate for the office's link pages,
 // *.<host>, self-signed. In production it comes from a CA browsers trust.
+// It is not a member key and stays P-256: browsers do not accept Ed25519
+// certificates in TLS.
 func webCertificate(host string) (*tls.Certificate, string, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {

@@ -177,14 +177,19 @@ func post(t *testing.T, hc *http.Client, url string, in, out any) (int, []byte) 
 }
 
 // csrFor makes a key and a CSR for id with the given SANs (id's own SANs if
-// sans is nil), the way a step client does.
+// sans is nil), the way a step client does (a P-256 key).
 func csrFor(t *testing.T, id pki.ID, sans []string) (crypto.Signer, string) {
 	t.Helper()
 	k, err := keyutil.GenerateDefaultKey()
 	if err != nil {
 		t.Fatal(err)
 	}
-	signer := k.(crypto.Signer)
+	return k.(crypto.Signer), csrWith(t, k.(crypto.Signer), id, sans)
+}
+
+// csrWith is csrFor with a given key.
+func csrWith(t *testing.T, signer crypto.Signer, id pki.ID, sans []string) string {
+	t.Helper()
 	if sans == nil {
 		sans = []string{id.URI().String(), id.DNSName()}
 	}
@@ -192,14 +197,24 @@ func csrFor(t *testing.T, id pki.ID, sans []string) (crypto.Signer, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return signer, string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csr.Raw}))
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csr.Raw}))
 }
 
-// enrol redeems token with a CSR for id and returns the HTTP status, the
-// certificate (on success) and the response body.
+// enrol redeems token with a CSR for id and a new P-256 key, and returns
+// the HTTP status, the certificate (on success) and the response body.
 func (ts *testServer) enrol(t *testing.T, token Token, id pki.ID, sans []string) (int, *tls.Certificate, []byte) {
 	t.Helper()
-	key, csr := csrFor(t, id, sans)
+	k, err := keyutil.GenerateDefaultKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ts.enrolWith(t, k.(crypto.Signer), token, id, sans)
+}
+
+// enrolWith is enrol with a given key.
+func (ts *testServer) enrolWith(t *testing.T, key crypto.Signer, token Token, id pki.ID, sans []string) (int, *tls.Certificate, []byte) {
+	t.Helper()
+	csr := csrWith(t, key, id, sans)
 	var resp signResponse
 	code, body := post(t, ts.client(t, nil), ts.url+"/1.0/sign", map[string]string{"csr": csr, "ott": string(token)}, &resp)
 	if code != http.StatusCreated {

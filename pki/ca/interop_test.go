@@ -1,11 +1,25 @@
 package ca
 
 import (
+	"bufio"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
+	"io"
+	"net"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"go.step.sm/crypto/pemutil"
 
 	"github.com/kurier-net/kurier/pki"
 )
@@ -182,4 +196,190 @@ func TestStateAndRenewer(t *testing.T) {
 	if _, err := pki.LoadState(dir); err == nil {
 		t.Error("LoadState accepted a world-readable key")
 	}
+}
+
+// TestEnrolledKeysHandshake: kurier enroll makes an Ed25519 key, the CA
+// signs its request, the key is saved as PKCS#8 PEM and loads back, and
+// reloaded members do TLS 1.3 mutual authentication through pki's config
+// builders with each other and with a member whose state holds a P-256 key,
+// as every state did before Ed25519.
+func TestEnrolledKeysHandshake(t *testing.T) {
+	c := newBareTestCA(t, "kurier.test")
+	ts := startServer(t, c)
+	enrol := func(role pki.Role, name string) (*Member, string) {
+		t.Helper()
+		m, tok := addMember(t, c, role, name)
+		dir := filepath.Join(t.TempDir(), name)
+		if _, err := pki.Enroll(t.Context(), pki.EnrollConfig{CAURL: ts.url, Fingerprint: c.RootFingerprint(), Token: pki.Token(tok), Dir: dir}); err != nil {
+			t.Fatalf("enrol %s: %v", name, err)
+		}
+		return m, dir
+	}
+	// reload checks that dir's key.pem is one PKCS#8 PEM block of the
+	// wanted type and that the state loads with that key.
+	reload := func(dir string, want x509.PublicKeyAlgorithm) *pki.State {
+		t.Helper()
+		blk, rest := pem.Decode(mustRead(t, filepath.Join(dir, "key.pem")))
+		if blk == nil || blk.Type != "PRIVATE KEY" || len(rest) != 0 {
+			t.Fatalf("%s: key.pem is not one PKCS#8 PEM block", dir)
+		}
+		k, err := x509.ParsePKCS8PrivateKey(blk.Bytes)
+		if err != nil {
+			t.Fatalf("%s: key.pem: %v", dir, err)
+		}
+		st, err := pki.LoadState(dir)
+		if err != nil {
+			t.Fatalf("reload %s: %v", dir, err)
+		}
+		if got := st.Cert.Leaf.PublicKeyAlgorithm; got != want {
+			t.Fatalf("%s: certificate key %v, want %v", dir, got, want)
+		}
+		signer, ok := k.(crypto.Signer)
+		if !ok {
+			t.Fatalf("%s: key.pem holds a %T, not a signing key", dir, k)
+		}
+		if pub, ok := signer.Public().(interface{ Equal(crypto.PublicKey) bool }); !ok || !pub.Equal(st.Cert.Leaf.PublicKey) {
+			t.Fatalf("%s: key.pem (%T) does not match the certificate", dir, k)
+		}
+		return st
+	}
+	_, officeDir := enrol(pki.RoleHealthOffice, "hd-1")
+	office := reload(officeDir, x509.Ed25519)
+	_, vendorDir := enrol(pki.RoleProvider, "vendor-a")
+	vendor := reload(vendorDir, x509.Ed25519)
+
+	// vendor-b's state as kurier wrote it before Ed25519: a P-256 key,
+	// PKCS#8 PEM as pemutil writes it, and a certificate for that key.
+	mb, legacyDir := enrol(pki.RoleProvider, "vendor-b")
+	p256, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, cert, body := ts.enrolWith(t, p256, newToken(t, c, mb), mb.ID(c.Network()), nil)
+	if code/100 != 2 {
+		t.Fatalf("enrol vendor-b with P-256: %d %s", code, body)
+	}
+	keyPEM, err := pemutil.Serialize(p256, pemutil.WithPKCS8(true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var chain []byte
+	for _, der := range cert.Certificate {
+		chain = append(chain, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
+	}
+	if err := os.WriteFile(filepath.Join(legacyDir, "key.pem"), pem.EncodeToMemory(keyPEM), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(legacyDir, "cert.pem"), chain, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	legacy := reload(legacyDir, x509.ECDSA)
+
+	key, err := c.DirectoryKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := c.PublishDirectory(key, SignOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	trust := func(st *pki.State) pki.Trust {
+		t.Helper()
+		v, err := st.NewVerifier(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := v.Update(pub.Signed); err != nil {
+			t.Fatal(err)
+		}
+		return pki.Trust{Roots: st.RootPool(), Directory: v}
+	}
+	identity := func(st *pki.State) *pki.Identity {
+		t.Helper()
+		id, err := pki.NewIdentity(st.Cert)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+
+	for _, tt := range []struct {
+		name           string
+		server, client *pki.State
+	}{
+		{"Ed25519 server, Ed25519 client", office, vendor},
+		{"Ed25519 server, P-256 client", office, legacy},
+		{"P-256 server, Ed25519 client", legacy, vendor},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			serverID, clientID := identity(tt.server), identity(tt.client)
+			scfg, err := pki.ServerConfig(serverID, trust(tt.server), []string{pki.ALPNPeer}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ccfg, err := pki.ClientConfig(clientID, trust(tt.client), serverID.ID(), []string{pki.ALPNPeer}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cs, greeting, err := handshakeOnce(t, scfg, ccfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cs.Version != tls.VersionTLS13 || !cs.PeerCertificates[0].Equal(tt.server.Cert.Leaf) {
+				t.Errorf("version %x, server certificate as issued %v; want TLS 1.3 and the issued one", cs.Version, cs.PeerCertificates[0].Equal(tt.server.Cert.Leaf))
+			}
+			if greeting != clientID.ID().String() {
+				t.Errorf("server saw %q, want %s", greeting, clientID.ID())
+			}
+		})
+	}
+}
+
+func mustRead(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// handshakeOnce serves one TLS connection on loopback with scfg, dials it
+// with ccfg and returns the client's view and the peer identity the server
+// wrote back. The server is gone when it returns.
+func handshakeOnce(t *testing.T, scfg, ccfg *tls.Config) (tls.ConnectionState, string, error) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		tc := tls.Server(c, scfg)
+		if err := tc.Handshake(); err != nil {
+			return // the client sees the alert
+		}
+		id, err := pki.PeerID(tc.ConnectionState())
+		if err != nil {
+			return
+		}
+		io.WriteString(tc, id.String()+"\n")
+		io.Copy(io.Discard, tc) // until the client hangs up
+	})
+	c, err := tls.DialWithDialer(&net.Dialer{Timeout: 10 * time.Second}, "tcp", ln.Addr().String(), ccfg)
+	if err != nil {
+		return tls.ConnectionState{}, "", err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	line, err := bufio.NewReader(c).ReadString('\n')
+	return c.ConnectionState(), strings.TrimSuffix(line, "\n"), err
 }

@@ -2,6 +2,11 @@ package ca
 
 import (
 	"bytes"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
 	"encoding/base64"
 	"encoding/json"
@@ -19,18 +24,41 @@ import (
 	"github.com/kurier-net/kurier/pki"
 )
 
+// TestServeEnrolRenewEndToEnd: enrolment, renewal and revocation for a
+// member with an Ed25519 key, as kurier enroll makes, and for one with a
+// P-256 key, as members enrolled before have and a stock step client makes.
 func TestServeEnrolRenewEndToEnd(t *testing.T) {
 	c := newTestCA(t, "kurier.test", nil)
 	ts := startServer(t, c)
-	m, tok := addMember(t, c, pki.RoleHealthOffice, "hd-1")
+	_, edKey, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ecKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name string
+		key  crypto.Signer
+	}{{"hd-ed25519", edKey}, {"hd-p256", ecKey}} {
+		t.Run(tt.name, func(t *testing.T) { serveEnrolRenew(t, c, ts, tt.name, tt.key) })
+	}
+}
+
+func serveEnrolRenew(t *testing.T, c *CA, ts *testServer, name string, key crypto.Signer) {
+	m, tok := addMember(t, c, pki.RoleHealthOffice, name)
 	id := m.ID(c.Network())
 
-	code, cert, body := ts.enrol(t, tok, id, nil)
+	code, cert, body := ts.enrolWith(t, key, tok, id, nil)
 	if code != http.StatusCreated {
 		t.Fatalf("sign = %d %s", code, body)
 	}
 	if got, err := pki.IDFromCert(cert.Leaf); err != nil || got != id {
 		t.Fatalf("IDFromCert(issued) = %v, %v; want %v", got, err, id)
+	}
+	if pub, ok := key.Public().(interface{ Equal(crypto.PublicKey) bool }); !ok || !pub.Equal(cert.Leaf.PublicKey) {
+		t.Fatalf("issued certificate has a %v key, not the requested %T", cert.Leaf.PublicKeyAlgorithm, key)
 	}
 	if life := cert.Leaf.NotAfter.Sub(time.Now()); life < 23*time.Hour || life > 25*time.Hour {
 		t.Errorf("certificate lifetime %s, want about 24h", life)
@@ -41,7 +69,7 @@ func TestServeEnrolRenewEndToEnd(t *testing.T) {
 	opensslVerify(t, c, cert)
 
 	// The pin and expiry were recorded.
-	got, err := c.Store().Get("hd-1")
+	got, err := c.Store().Get(name)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,7 +92,7 @@ func TestServeEnrolRenewEndToEnd(t *testing.T) {
 		t.Errorf("renewed certificate: pin %s not after %s; want same pin, later expiry than %s", pki.Pin(renewed.Leaf), renewed.Leaf.NotAfter, cert.Leaf.NotAfter)
 	}
 	opensslVerify(t, c, renewed)
-	got, _ = c.Store().Get("hd-1")
+	got, _ = c.Store().Get(name)
 	if len(got.Pins) != 1 || !got.Pins[0].NotAfter.Equal(renewed.Leaf.NotAfter) {
 		t.Errorf("pins after renew = %+v, want one pin expiring %s", got.Pins, renewed.Leaf.NotAfter)
 	}

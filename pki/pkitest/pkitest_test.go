@@ -2,6 +2,7 @@ package pkitest_test
 
 import (
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
@@ -96,6 +97,53 @@ func TestIssueWith(t *testing.T) {
 	}
 	if _, err := pki.IDFromCert(c.Leaf); err == nil {
 		t.Errorf("a certificate without identity URI has an identity")
+	}
+}
+
+func TestIssueKeyTypes(t *testing.T) {
+	now := time.Date(2030, 6, 1, 12, 0, 0, 0, time.UTC)
+	ca := pkitest.NewCA(t, "kurier.example", now)
+	inter := x509.NewCertPool()
+	inter.AddCert(ca.Inter)
+	for _, tt := range []struct {
+		kt      pkitest.KeyType
+		wantAlg x509.PublicKeyAlgorithm
+	}{
+		{pkitest.DefaultKey, x509.ECDSA}, // until eps/ tests ask for P256 where they need it
+		{pkitest.Ed25519, x509.Ed25519},
+		{pkitest.P256, x509.ECDSA},
+	} {
+		t.Run(tt.kt.String(), func(t *testing.T) {
+			c := ca.IssueWith(t, pki.RoleProvider, "app", pkitest.Options{KeyType: tt.kt})
+			if c.Leaf.PublicKeyAlgorithm != tt.wantAlg {
+				t.Fatalf("leaf key algorithm %v, want %v", c.Leaf.PublicKeyAlgorithm, tt.wantAlg)
+			}
+			switch k := c.PrivateKey.(type) {
+			case ed25519.PrivateKey:
+				if !k.Public().(ed25519.PublicKey).Equal(c.Leaf.PublicKey) {
+					t.Error("Ed25519 private key does not match the leaf")
+				}
+			case *ecdsa.PrivateKey:
+				if k.Curve != elliptic.P256() || !k.PublicKey.Equal(c.Leaf.PublicKey) {
+					t.Errorf("ECDSA private key on %s does not match the leaf", k.Curve.Params().Name)
+				}
+			default:
+				t.Fatalf("private key is %T", c.PrivateKey)
+			}
+			if _, err := c.Leaf.Verify(x509.VerifyOptions{Roots: ca.Roots, Intermediates: inter, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+				t.Errorf("leaf does not verify: %v", err)
+			}
+			if _, err := pki.NewIdentity(c); err != nil {
+				t.Errorf("NewIdentity refuses the certificate: %v", err)
+			}
+		})
+	}
+
+	// A given Ed25519 key is used as is, as a renewal keeps the key.
+	key := pkitest.NewKey(t, pkitest.Ed25519)
+	c := ca.IssueWith(t, pki.RoleProvider, "app", pkitest.Options{Key: key, KeyType: pkitest.P256})
+	if !key.Public().(ed25519.PublicKey).Equal(c.Leaf.PublicKey) {
+		t.Error("Options.Key not used; KeyType must not override it")
 	}
 }
 

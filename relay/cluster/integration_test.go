@@ -31,9 +31,11 @@ import (
 func TestRelaysActAsOne(t *testing.T) {
 	checkGoroutines(t)
 	ca := pkitest.NewCA(t, testNet, time.Now())
-	r1 := ca.Issue(t, pki.RoleRelay, "r1")
-	r2 := ca.Issue(t, pki.RoleRelay, "r2")
-	office := ca.Issue(t, pki.RoleHealthOffice, "hd-1")
+	// A mixed network: r1 and the office enrolled with Ed25519 keys, r2
+	// with a P-256 key from before.
+	r1 := ca.IssueWith(t, pki.RoleRelay, "r1", pkitest.Options{KeyType: pkitest.Ed25519})
+	r2 := ca.IssueWith(t, pki.RoleRelay, "r2", pkitest.Options{KeyType: pkitest.P256})
+	office := ca.IssueWith(t, pki.RoleHealthOffice, "hd-1", pkitest.Options{KeyType: pkitest.Ed25519})
 	signed := ca.Sign(t, ca.Directory(
 		pkitest.Member(r1, "Relay 1"),
 		pkitest.Member(r2, "Relay 2"),
