@@ -83,7 +83,7 @@ func newNetwork(t *testing.T) *network {
 			}
 			m.web = &k
 			e.SealKeys = append(e.SealKeys, k.Public())
-			m.wcert = ca.IssueWith(t, role, name, pkitest.Options{DNSNames: []string{"*." + name + "." + testNet}})
+			m.wcert = ca.IssueWith(t, role, name, pkitest.Options{DNSNames: []string{"*." + name + "." + testNet}, KeyType: pkitest.P256}) // browsers: no Ed25519
 		}
 		members = append(members, e)
 		n.eps[name] = m

@@ -229,7 +229,7 @@ func New(t testing.TB, opts Options) *Network {
 			}
 			m.web = &k
 			e.SealKeys = append(e.SealKeys, k.Public())
-			m.webCert = n.ca.IssueWith(t, mc.Role, mc.Name, pkitest.Options{DNSNames: []string{"*." + m.id.DNSName()}})
+			m.webCert = n.ca.IssueWith(t, mc.Role, mc.Name, pkitest.Options{DNSNames: []string{"*." + m.id.DNSName()}, KeyType: pkitest.P256}) // browsers: no Ed25519
 		}
 		entries = append(entries, e)
 		n.members[mc.Name] = m

@@ -68,8 +68,8 @@ func newNet(t testing.TB) *testNet {
 	}
 	n.roots.AddCert(n.ca.Root)
 	n.certs["hd-1"] = n.ca.Issue(t, pki.RoleHealthOffice, "hd-1")
-	n.certs["vendor-a"] = n.ca.Issue(t, pki.RoleProvider, "vendor-a")
-	n.certs["vendor-b"] = n.ca.Issue(t, pki.RoleProvider, "vendor-b")
+	n.certs["vendor-a"] = n.ca.IssueWith(t, pki.RoleProvider, "vendor-a", pkitest.Options{KeyType: pkitest.P256})
+	n.certs["vendor-b"] = n.ca.IssueWith(t, pki.RoleProvider, "vendor-b", pkitest.Options{KeyType: pkitest.P256})
 	edCert, edRoot := issueEd25519(t, pki.RoleProvider, "vendor-ed", t0)
 	n.certs["vendor-ed"] = edCert
 	n.roots.AddCert(edRoot)
@@ -154,7 +154,7 @@ func newSealKey(t testing.TB, id string, kem uint16) pki.SealPrivateKey {
 }
 
 // issueEd25519 makes a root of its own and an Ed25519 member certificate
-// under it, valid around now. pkitest only issues ECDSA leaves.
+// under it, valid around now: a signer from a second root.
 func issueEd25519(t testing.TB, role pki.Role, name string, now time.Time) (*tls.Certificate, *x509.Certificate) {
 	t.Helper()
 	rootKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)

@@ -215,7 +215,7 @@ func checkVector(t *testing.T, v *vector) {
 func writeVectors(t *testing.T) {
 	vt := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	ca := pkitest.NewCA(t, network, vt)
-	ecdsaSigner := ca.Issue(t, pki.RoleProvider, "vendor-a")
+	ecdsaSigner := ca.IssueWith(t, pki.RoleProvider, "vendor-a", pkitest.Options{KeyType: pkitest.P256})
 	edSigner, edRoot := issueEd25519(t, pki.RoleHealthOffice, "hd-1", vt)
 	seed := func(b byte) []byte { return bytes.Repeat([]byte{b}, 32) }
 	const guests = `{"guests":[{"name":"Erika Mustermann","phone":"+49 30 1234567","check_in":"2026-01-01T19:00:00Z"}]}`

@@ -60,7 +60,7 @@ func serveSite(t *testing.T, now time.Time) *site {
 		t.Fatal(err)
 	}
 	ca := pkitest.NewCA(t, "kurier.test", now)
-	cert := ca.IssueWith(t, pki.RoleHealthOffice, "hd-1", pkitest.Options{DNSNames: []string{linkHost}})
+	cert := ca.IssueWith(t, pki.RoleHealthOffice, "hd-1", pkitest.Options{DNSNames: []string{linkHost}, KeyType: pkitest.P256}) // Chromium: no Ed25519
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -115,11 +115,8 @@ func sign(t testing.TB, tmpl, parent *x509.Certificate, pub any, key *ecdsa.Priv
 type KeyType int
 
 const (
-	// DefaultKey, the zero value, is P-256 for now. It is to become
-	// Ed25519, what kurier enroll makes, once the tests under eps/ that
-	// rely on a P-256 default ask for P256 explicitly: eps/seal asserts
-	// *ecdsa.PrivateKey on an issued key, and eps, eps/epstest and
-	// eps/submit serve link pages to Chromium with issued certificates.
+	// DefaultKey, the zero value, is Ed25519, what kurier enroll makes.
+	// Certificates a browser must accept need P256.
 	DefaultKey KeyType = iota
 	// Ed25519 is the key kurier enroll makes.
 	Ed25519
@@ -146,13 +143,13 @@ func (k KeyType) String() string {
 func NewKey(t testing.TB, k KeyType) crypto.Signer {
 	t.Helper()
 	switch k {
-	case Ed25519:
+	case DefaultKey, Ed25519:
 		_, key, err := ed25519.GenerateKey(rand.Reader)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return key
-	case DefaultKey, P256:
+	case P256:
 		return newKey(t)
 	}
 	t.Fatalf("pkitest: unknown key type %v", k)

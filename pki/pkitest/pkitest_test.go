@@ -109,7 +109,7 @@ func TestIssueKeyTypes(t *testing.T) {
 		kt      pkitest.KeyType
 		wantAlg x509.PublicKeyAlgorithm
 	}{
-		{pkitest.DefaultKey, x509.ECDSA}, // until eps/ tests ask for P256 where they need it
+		{pkitest.DefaultKey, x509.Ed25519},
 		{pkitest.Ed25519, x509.Ed25519},
 		{pkitest.P256, x509.ECDSA},
 	} {
