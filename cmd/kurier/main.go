@@ -14,6 +14,8 @@ import (
 	"syscall"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/kurier-net/kurier/cmd/internal/buildinfo"
 )
 
 func main() {
@@ -62,7 +64,7 @@ Every flag may also be given as an environment variable, shown in [$...]
 after it: KURIER_ and the flag's name in capitals with - as _ (e.g.
 --directory-interval is KURIER_DIRECTORY_INTERVAL). A flag given on the
 command line wins over its variable. See deploy/config/ for examples.`,
-		Version:         versionString(),
+		Version:         buildinfo.String(),
 		Reader:          stdin,
 		Writer:          stdout,
 		ErrWriter:       stderr,

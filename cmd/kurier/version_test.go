@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/kurier-net/kurier/cmd/internal/buildinfo"
 )
 
 func TestVersion(t *testing.T) {
@@ -26,7 +28,7 @@ func TestVersion(t *testing.T) {
 	if len(mfs) != 1 || mfs[0].GetName() != "kurier_build_info" || mfs[0].Metric[0].GetGauge().GetValue() != 1 {
 		t.Fatalf("build info metric: %v", mfs)
 	}
-	v, _ := buildVersion()
+	v, _ := buildinfo.Version()
 	for _, l := range mfs[0].Metric[0].Label {
 		if l.GetName() == "version" && l.GetValue() != v {
 			t.Errorf("version label %q, want %q", l.GetValue(), v)

@@ -23,6 +23,8 @@ import (
 
 	"github.com/urfave/cli/v2"
 	"golang.org/x/term"
+
+	"github.com/kurier-net/kurier/cmd/internal/buildinfo"
 )
 
 func main() {
@@ -105,7 +107,7 @@ The CA passphrase is taken from --passphrase-file, else from the environment
 variable KURIER_CA_PASSPHRASE, else asked for on the terminal.`,
 		Writer:          e.stdout,
 		ErrWriter:       e.stderr,
-		HideVersion:     true,
+		Version:         buildinfo.String(),
 		HideHelpCommand: true,
 		// kurierctl decides exit codes itself; urfave/cli must never exit.
 		ExitErrHandler: func(*cli.Context, error) {},

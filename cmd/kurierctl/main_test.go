@@ -681,3 +681,13 @@ func TestRotationCommands(t *testing.T) {
 		t.Errorf("key list after retire:\n%s", out)
 	}
 }
+
+func TestVersion(t *testing.T) {
+	var out, errb bytes.Buffer
+	if code := run(t.Context(), []string{"kurierctl", "--version"}, strings.NewReader(""), &out, &errb); code != 0 {
+		t.Fatalf("kurierctl --version exited %d: %s", code, errb.String())
+	}
+	if !strings.HasPrefix(out.String(), "kurierctl version ") || !strings.Contains(out.String(), "go1.") {
+		t.Errorf("kurierctl --version printed %q", out.String())
+	}
+}
