@@ -3,22 +3,17 @@ package main
 import (
 	"context"
 	"crypto/ed25519"
-	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"net"
-	"net/http"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/kurier-net/kurier/cmd/internal/admin"
 	"github.com/kurier-net/kurier/pki"
 )
 
@@ -94,9 +89,7 @@ func openNode(c *cli.Context, log *slog.Logger) (*node, error) {
 	if err != nil {
 		return nil, err
 	}
-	reg := prometheus.NewRegistry()
-	registerBuildInfo(reg)
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg := admin.NewRegistry()
 	n := &node{state: st, identity: id, verifier: v, ca: ca, reg: reg, log: log.With("peer", st.ID.String())}
 	n.renewer, err = pki.NewRenewer(pki.RenewerConfig{
 		Identity: id, Renew: ca.RenewCert, Save: st.SaveCert, Logger: log, Registerer: reg,
@@ -185,38 +178,7 @@ func sameKeys(a, b []ed25519.PublicKey) bool {
 
 // serveAdmin serves /metrics, /healthz and /readyz on addr until ctx ends.
 func (n *node) serveAdmin(ctx context.Context, g *errgroup.Group, addr string, ready func() error) error {
-	if addr == "" {
-		return nil
-	}
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return fmt.Errorf("admin listener: %w", err)
-	}
-	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(n.reg, promhttp.HandlerOpts{Registry: n.reg}))
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if err := ready(); err != nil {
-			http.Error(w, err.Error(), http.StatusServiceUnavailable)
-			return
-		}
-		io.WriteString(w, "ready\n")
-	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ErrorLog: slog.NewLogLogger(n.log.Handler(), slog.LevelDebug)}
-	n.log.Info("admin listening", "addr", ln.Addr().String())
-	g.Go(func() error {
-		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-			return err
-		}
-		return nil
-	})
-	g.Go(func() error {
-		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-		defer cancel()
-		return srv.Shutdown(sctx)
-	})
-	return nil
+	return admin.Serve(ctx, g, addr, n.reg, ready, n.log)
 }
 
 func splitList(vals []string) []string {

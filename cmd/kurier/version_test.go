@@ -20,7 +20,7 @@ func TestVersion(t *testing.T) {
 	}
 
 	reg := prometheus.NewRegistry()
-	registerBuildInfo(reg)
+	buildinfo.Register(reg)
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)

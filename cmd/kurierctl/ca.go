@@ -14,6 +14,7 @@ import (
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/kurier-net/kurier/cmd/internal/admin"
 	"github.com/kurier-net/kurier/pki/ca"
 )
 
@@ -122,6 +123,7 @@ Examples:
 					&cli.StringFlag{Name: "listen", Value: ":8443", Usage: "TCP `ADDR` to listen on"},
 					&cli.DurationFlag{Name: "drain-timeout", Value: 30 * time.Second, Usage: "how long to wait for running requests on shutdown"},
 					&cli.StringFlag{Name: "log-level", Value: "info", Usage: "`LEVEL`: debug, info, warn or error"},
+					&cli.StringFlag{Name: "admin", Usage: "plain-HTTP `ADDR` for /metrics, /healthz and /readyz, e.g. 127.0.0.1:9103 (default: none)"},
 					passphraseFileFlag(),
 				},
 				Action: e.caServe,
@@ -261,7 +263,8 @@ func (e *env) caServe(c *cli.Context) error {
 		return err
 	}
 	log := slog.New(slog.NewJSONHandler(e.stderr, &slog.HandlerOptions{Level: level}))
-	srv, err := ca.New(ca.Config{CA: a, Passphrase: pass, Logger: log})
+	reg := admin.NewRegistry()
+	srv, err := ca.New(ca.Config{CA: a, Passphrase: pass, Logger: log, Registerer: reg})
 	if err != nil {
 		return err
 	}
@@ -278,6 +281,11 @@ func (e *env) caServe(c *cli.Context) error {
 		e.onListen(ln.Addr())
 	}
 	g, ctx := errgroup.WithContext(ctx)
+	if err := admin.Serve(ctx, g, c.String("admin"), reg, func() error { return nil }, log); err != nil {
+		ln.Close()
+		srv.Close()
+		return err
+	}
 	g.Go(func() error {
 		if err := srv.Serve(ln); !errors.Is(err, ca.ErrServerClosed) {
 			return err

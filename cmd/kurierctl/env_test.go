@@ -3,8 +3,11 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -45,8 +48,8 @@ func TestEnvVarsServeFlags(t *testing.T) {
 		}
 	}
 	walk(e.app().Commands, "")
-	if seen != 5 {
-		t.Errorf("saw %d flags of ca serve, want 5", seen)
+	if seen != 6 {
+		t.Errorf("saw %d flags of ca serve, want 6", seen)
 	}
 }
 
@@ -68,6 +71,13 @@ func TestEnvVarsConfigureServe(t *testing.T) {
 	t.Setenv("KURIER_CA_PASSPHRASE_FILE", c.passFile)
 	t.Setenv("KURIER_CA_LISTEN", want)
 	t.Setenv("KURIER_CA_DRAIN_TIMEOUT", "2s")
+	adminLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin := adminLn.Addr().String()
+	adminLn.Close()
+	t.Setenv("KURIER_CA_ADMIN", admin)
 
 	t.Setenv("KURIER_CA_LOG_LEVEL", "chatty")
 	if code, _, errOut := c.run("ca", "serve"); code != 2 || !strings.Contains(errOut, "--log-level") {
@@ -91,6 +101,24 @@ func TestEnvVarsConfigureServe(t *testing.T) {
 	case code := <-done:
 		t.Fatalf("ca serve exited %d: %s", code, stderr.String())
 	}
+	// The admin listener from $KURIER_CA_ADMIN serves the CA's metrics.
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	if resp, err := hc.Get("https://" + want + "/health"); err == nil { // counted below
+		resp.Body.Close()
+	} else {
+		t.Error(err)
+	}
+	resp, err := hc.Get("http://" + admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, m := range []string{`kurier_ca_requests_total{code="200",endpoint="health"} 1`, `kurier_ca_not_after_seconds{cert="intermediate"}`, "kurier_build_info{", "process_open_fds"} {
+		if !strings.Contains(string(metrics), m) {
+			t.Errorf("/metrics of ca serve has no %s", m)
+		}
+	}
 	cancel()
 	select {
 	case code := <-done:
@@ -105,7 +133,7 @@ func TestEnvVarsConfigureServe(t *testing.T) {
 // TestEnvVarsSetServeFlags sets every flag of ca serve by its variable and
 // checks what the real parser hands the action; the command line wins.
 func TestEnvVarsSetServeFlags(t *testing.T) {
-	vals := map[string]string{"dir": "/env/dir", "listen": "127.0.0.1:1", "drain-timeout": "3m7s", "log-level": "warn", "passphrase-file": "/env/pass"}
+	vals := map[string]string{"dir": "/env/dir", "listen": "127.0.0.1:1", "drain-timeout": "3m7s", "log-level": "warn", "passphrase-file": "/env/pass", "admin": "127.0.0.1:2"}
 	for k, v := range vals {
 		t.Setenv(envVar(k), v)
 	}

@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.step.sm/crypto/keyutil"
 	"go.step.sm/crypto/x509util"
 
@@ -64,6 +65,7 @@ type testServer struct {
 	srv  *Server
 	url  string
 	pool *x509.CertPool
+	reg  *prometheus.Registry
 }
 
 // startServer serves c on 127.0.0.1:0 until the test ends, then checks that
@@ -71,7 +73,8 @@ type testServer struct {
 func startServer(t *testing.T, c *CA) *testServer {
 	t.Helper()
 	before := runtime.NumGoroutine()
-	srv, err := New(Config{CA: c, Passphrase: Passphrase(testPass), Logger: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	reg := prometheus.NewRegistry()
+	srv, err := New(Config{CA: c, Passphrase: Passphrase(testPass), Logger: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug})), Registerer: reg})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +95,7 @@ func startServer(t *testing.T, c *CA) *testServer {
 		}
 		waitGoroutines(t, before)
 	})
-	return &testServer{ca: c, srv: srv, url: "https://" + ln.Addr().String(), pool: c.rootPool()}
+	return &testServer{ca: c, srv: srv, url: "https://" + ln.Addr().String(), pool: c.rootPool(), reg: reg}
 }
 
 // waitGoroutines polls until the goroutine count is back to n.

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/go-chi/chi/v5"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/smallstep/certificates/api"
 	"github.com/smallstep/certificates/authority"
 	"github.com/smallstep/certificates/authority/config"
@@ -47,6 +48,9 @@ type Config struct {
 	// MaxRequestBody bounds request bodies of the smallstep API. If zero,
 	// 1 MiB. (The seal-keys endpoint has its own 64 KiB limit.)
 	MaxRequestBody int64
+	// Registerer receives the server's metrics (kurier_ca_*). If nil,
+	// they are kept but not exported.
+	Registerer prometheus.Registerer
 }
 
 // Server is the network CA's HTTPS server: smallstep's CA API (/health,
@@ -66,6 +70,7 @@ type Server struct {
 	cert  atomic.Pointer[tls.Certificate] // the server's own TLS certificate, renewed in the background
 	trust trustResponse
 	dir   dirCache
+	m     *caMetrics
 
 	stop     chan struct{} // closed by teardown; stops the renewer
 	bg       sync.WaitGroup
@@ -108,6 +113,10 @@ func New(cfg Config) (*Server, error) {
 		stop: make(chan struct{}),
 		idle: make(chan struct{}),
 	}
+	if cfg.Registerer == nil {
+		cfg.Registerer = prometheus.NewRegistry()
+	}
+	s.m = newCAMetrics(cfg.Registerer, c)
 	s.dir.path = c.CurrentDirectoryPath()
 	s.dir.keys = c.keyMap()
 	s.trust = trustResponse{Network: c.Network(), Roots: []string{}, DirectoryKeys: []string{}}
@@ -138,7 +147,7 @@ func New(cfg Config) (*Server, error) {
 		auth.Shutdown()
 		return nil, fmt.Errorf("ca: issue server certificate: %w", err)
 	}
-	s.cert.Store(crt)
+	s.setCert(crt)
 
 	mux := chi.NewRouter()
 	api.Route(mux)
@@ -356,6 +365,7 @@ func (s *Server) track(next http.Handler) http.Handler {
 		if s.closing {
 			s.mu.Unlock()
 			writeError(w, http.StatusServiceUnavailable, "server is shutting down")
+			s.m.count(r, http.StatusServiceUnavailable)
 			return
 		}
 		s.inflight++
@@ -368,7 +378,9 @@ func (s *Server) track(next http.Handler) http.Handler {
 			}
 			s.mu.Unlock()
 		}()
-		next.ServeHTTP(w, r)
+		sw := &statusWriter{ResponseWriter: w}
+		defer func() { s.m.count(r, sw.status) }()
+		next.ServeHTTP(sw, r)
 	})
 }
 
@@ -390,10 +402,16 @@ func (s *Server) renewLoop() {
 			t.Reset(time.Minute)
 			continue
 		}
-		s.cert.Store(crt)
+		s.setCert(crt)
 		s.log.Info("server certificate renewed", "not_after", crt.Leaf.NotAfter)
 		t.Reset(renewIn(crt.Leaf, time.Now()))
 	}
+}
+
+// setCert puts crt in use as the server's TLS certificate.
+func (s *Server) setCert(crt *tls.Certificate) {
+	s.cert.Store(crt)
+	s.m.notAfter.WithLabelValues("server").Set(float64(crt.Leaf.NotAfter.Unix()))
 }
 
 func renewIn(c *x509.Certificate, now time.Time) time.Duration {

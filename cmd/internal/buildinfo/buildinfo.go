@@ -5,6 +5,8 @@ package buildinfo
 import (
 	"runtime/debug"
 	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Version describes the binary: the module version (a tag, or (devel)
@@ -47,4 +49,17 @@ func Version() (version, revision string) {
 func String() string {
 	v, _ := Version()
 	return v
+}
+
+// Register exports kurier_build_info{version,revision} = 1 to reg, so a
+// fleet's versions show in monitoring during an upgrade.
+func Register(reg prometheus.Registerer) {
+	v, rev := Version()
+	g := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "kurier_build_info",
+		Help:        "The running binary's version and VCS revision; always 1.",
+		ConstLabels: prometheus.Labels{"version": v, "revision": rev},
+	})
+	g.Set(1)
+	reg.MustRegister(g)
 }
