@@ -295,7 +295,7 @@ func (d *demo) publish(why string) (*ca.Published, error) {
 	if err != nil {
 		return nil, err
 	}
-	pub, err := d.ca.PublishDirectory(key, ca.SignOptions{Policy: demoPolicy()})
+	pub, err := d.ca.PublishDirectory(key, ca.SignOptions{Policy: ca.DefaultPolicy()})
 	if err != nil {
 		return nil, err
 	}

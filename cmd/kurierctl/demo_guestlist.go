@@ -11,21 +11,7 @@ import (
 	"github.com/kurier-net/kurier/eps/guestlist"
 	"github.com/kurier-net/kurier/eps/locations"
 	"github.com/kurier-net/kurier/eps/sdk"
-	"github.com/kurier-net/kurier/pki"
-	"github.com/kurier-net/kurier/pki/ca"
 )
-
-// demoPolicy is the demo directory's permissions: offices and providers
-// call each other (ca.DefaultPolicy), providers publish at the location
-// index and offices search it.
-func demoPolicy() *ca.Policy {
-	p := ca.DefaultPolicy()
-	p.Permissions = append(p.Permissions,
-		pki.Permission{Caller: "role:provider", Callee: "member:index", Services: []string{locations.ServiceLocations}},
-		pki.Permission{Caller: "role:health-office", Callee: "member:index", Services: []string{locations.ServiceSearch}},
-	)
-	return p
-}
 
 // startIndex runs the location index as the index member's software.
 func (d *demo) startIndex(idx *node) error {

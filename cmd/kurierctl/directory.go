@@ -42,7 +42,8 @@ func (e *env) directoryCommand() *cli.Command {
 (with their unexpired certificate pins, seal keys, services and relay
 endpoints), revoked members and keys, and the permissions of --policy (the
 default policy when absent: health offices and providers may call each other,
-health offices may call health offices). It signs it as version last+1, valid
+health offices may call health offices, providers may call "locations" and
+health offices "location-search" at members of role service). It signs it as version last+1, valid
 for --validity, and writes <ca-dir>/directory/current (served by 'ca serve')
 and <ca-dir>/directory/v<version>.
 

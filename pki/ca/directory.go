@@ -23,13 +23,18 @@ type Policy struct {
 }
 
 // DefaultPolicy lets health offices and providers call each other's services
-// in both directions, and health offices call each other.
+// in both directions, and health offices call each other. Members of role
+// service (the location index of docs/contact-data.md) get only what the
+// contact-data flows need: providers may call "locations", health offices
+// "location-search".
 func DefaultPolicy() *Policy {
 	all := []string{"*"}
 	return &Policy{Permissions: []pki.Permission{
 		{Caller: "role:health-office", Callee: "role:provider", Services: all},
 		{Caller: "role:provider", Callee: "role:health-office", Services: all},
 		{Caller: "role:health-office", Callee: "role:health-office", Services: all},
+		{Caller: "role:provider", Callee: "role:service", Services: []string{"locations"}},
+		{Caller: "role:health-office", Callee: "role:service", Services: []string{"location-search"}},
 	}}
 }
 
