@@ -47,7 +47,11 @@ certificate browsers trust for *.<member>.<network>:
    kurier eps --state /var/lib/kurier --link-cert links.crt --link-key links.key
 
 and its software calls _link for each index case. See docs/eps.md for the
-API and docs/operations.md for DNS and certificates.`,
+API and docs/operations.md for DNS and certificates.
+
+Unless the environment sets GOGC, the endpoint server runs with GOGC=200
+(13-14 % less CPU per call than Go's default, for a few MiB more memory;
+docs/operations.md, "Tune").`,
 		Flags: append(daemonFlags(),
 			&cli.StringFlag{Name: "listen", Value: "127.0.0.1:5555", Usage: "local API address (keep it on loopback)"},
 			&cli.StringFlag{Name: "store", Usage: "message store file (default <state>/eps.db)"},
