@@ -327,11 +327,13 @@ func (ss *session) withdraw(m wire.Withdraw) wire.Result {
 		res.Code = wire.CodeNotFound
 		return res
 	}
+	r.withdrawn.Store(true) // before the waiting clients are collected
 	ss.s.dropRoute(r)
 	// Clients announced before the Withdraw arrived would wait out
 	// PairTimeout: the proxy no longer knows the route and ignores their
-	// Incoming. End them now.
+	// Incoming. End them now, here and at the relays that forwarded them.
 	ss.s.failPending(r.name)
+	ss.s.refuseForwarded(r)
 	return res
 }
 
@@ -435,7 +437,8 @@ func (s *Server) watchDirectory() {
 	}
 }
 
-// sweepRoutes removes expired one-time routes every second.
+// sweepRoutes removes expired one-time routes, and forgets forwarded
+// announcements whose clients no longer wait, every second.
 func (s *Server) sweepRoutes() {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
@@ -444,6 +447,11 @@ func (s *Server) sweepRoutes() {
 		case <-s.ctx.Done():
 			return
 		case now := <-t.C:
+			if s.forwarded != nil {
+				s.mu.Lock()
+				s.forwarded.prune(now)
+				s.mu.Unlock()
+			}
 			for _, r := range s.routes.expired(now) {
 				r.sess.forget(r)
 				if s.cfg.Cluster != nil {

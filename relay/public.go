@@ -154,6 +154,12 @@ func (s *Server) announce(name string) (*pending, string) {
 			s.takePending(p.token)
 			return nil, "no_route"
 		}
+		if r.withdrawn.Load() && s.takePending(p.token) != nil {
+			// The Withdraw came between the lookup and addPending, so
+			// failPending did not see this client; the proxy ignores
+			// the Incoming.
+			return nil, "pair_refused"
+		}
 		return p, ""
 	}
 	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.PairTimeout)
@@ -181,18 +187,38 @@ func (s *Server) pairAddr() string {
 	return ""
 }
 
-// Deliver passes an announcement forwarded by another relay to the local
-// control session holding in.Name. The cluster calls it.
-func (s *Server) Deliver(in wire.Incoming) error {
+// Deliver passes an announcement that the relay named from forwarded to the
+// local control session holding in.Name. The cluster calls it; it does not
+// block. It returns ErrNoRoute if no session holds the name (any more).
+//
+// The relay remembers the token for PairTimeout (at most MaxPending
+// tokens, the oldest forgotten first): if the member withdraws the route
+// meanwhile, its proxy ignores the Incoming, and the relay tells from
+// through Cluster.Refuse so that the client is refused at once.
+func (s *Server) Deliver(from string, in wire.Incoming) error {
+	now := time.Now()
 	r, ok := s.routes.lookup(in.Name)
-	if !ok || r.expired(time.Now()) {
+	if !ok || r.expired(now) {
 		return ErrNoRoute
+	}
+	f := &forwarded{from: from, token: in.Token, route: r, until: now.Add(s.cfg.PairTimeout)}
+	s.mu.Lock()
+	forgot := s.forwarded != nil && s.forwarded.add(f, now)
+	s.mu.Unlock()
+	if forgot {
+		s.m.forgotten.Inc()
 	}
 	ok = r.sess.send(in)
 	if r.singleUse {
 		s.endRoute(r, wire.GoneUsed)
 	}
-	if !ok {
+	if !ok || r.withdrawn.Load() {
+		// A Withdraw that came before the record was made did not see it.
+		s.mu.Lock()
+		if s.forwarded != nil {
+			s.forwarded.remove(f)
+		}
+		s.mu.Unlock()
 		return ErrNoRoute
 	}
 	return nil

@@ -4,17 +4,24 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/kurier-net/kurier/pki"
 )
 
-// route is one registered name. Immutable after creation.
+// route is one registered name. Immutable after creation, but for
+// withdrawn.
 type route struct {
 	name      string
 	sess      *session
 	expires   time.Time // zero: while the session lasts
 	singleUse bool
+	// withdrawn is set when the member withdraws the route, before the
+	// clients waiting for it are refused. Whoever announces a client on
+	// the route checks it after recording the client, so a Withdraw that
+	// races the announcement cannot miss it.
+	withdrawn atomic.Bool
 }
 
 func (r *route) expired(now time.Time) bool {

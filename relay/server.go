@@ -40,8 +40,9 @@ var ErrServerClosed = errors.New("relay: server closed")
 var ErrNoRoute = errors.New("relay: no route for server name")
 
 // Cluster shares route holdings between relays. The relay tells it which
-// names it holds locally, and asks it to forward an announcement for a name
-// held by another relay. A nil Cluster means a single relay.
+// names it holds locally, asks it to forward an announcement for a name
+// held by another relay, and tells a relay that forwarded an announcement
+// here when it will not be answered. A nil Cluster means a single relay.
 type Cluster interface {
 	// Announce reports that this relay now holds (held) or no longer holds
 	// a route for name. It must not block.
@@ -50,6 +51,13 @@ type Cluster interface {
 	// passes it to the member's private proxy. It returns ErrNoRoute if no
 	// relay holds the name.
 	Forward(ctx context.Context, in wire.Incoming) error
+	// Refuse tells the relay named to that the announcements with tokens,
+	// which it forwarded here (Server.Deliver), will not be answered: the
+	// member withdrew their route before its proxy dialled back. That
+	// relay refuses their clients (Server.Refused). It must not block; a
+	// notice it cannot send is dropped, and those clients wait out their
+	// PairTimeout.
+	Refuse(to string, tokens []wire.Token)
 }
 
 // Config configures a relay Server.
@@ -88,7 +96,10 @@ type Config struct {
 	// MaxPending bounds pairings in progress in total; MaxPendingPerMember
 	// per member. If zero, 8192 and 2048 are used. A pairing lasts one
 	// round trip to the member's proxy, so these bound bursts of new
-	// connections, not open ones.
+	// connections, not open ones. MaxPending also bounds the announcements
+	// other relays forwarded here that this relay remembers for
+	// PairTimeout, to refuse their clients if the member withdraws the
+	// route.
 	MaxPending, MaxPendingPerMember int
 	// MaxRoutesPerMember bounds registered routes per member. If zero,
 	// 4096 is used.
@@ -135,6 +146,7 @@ type Server struct {
 	listeners map[any]func() error // close funcs of serving listeners
 	sessions  map[*session]struct{}
 	pending   map[[16]byte]*pending
+	forwarded *forwardLog // announcements delivered for other relays; nil without a Cluster
 	pairs     map[*pair]struct{}
 
 	closeOnce sync.Once
@@ -206,6 +218,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.MaxConnRate > 0 {
 		s.limiter = newRateLimiter(cfg.MaxConnRate)
+	}
+	if cfg.Cluster != nil {
+		s.forwarded = newForwardLog(cfg.MaxPending)
 	}
 	s.m = newMetrics(promauto.With(cfg.Registerer), s)
 	s.conns.Go(s.watchDirectory)
@@ -396,6 +411,7 @@ type metrics struct {
 	bytes         *prometheus.CounterVec
 	pairLatency   prometheus.Histogram
 	frames        *prometheus.CounterVec
+	forgotten     prometheus.Counter
 }
 
 func newMetrics(f promauto.Factory, s *Server) *metrics {
@@ -433,6 +449,10 @@ func newMetrics(f promauto.Factory, s *Server) *metrics {
 			Name: "relay_control_frames_dropped_total",
 			Help: "Control frames not sent, by reason.",
 		}, []string{"reason"}),
+		forgotten: f.NewCounter(prometheus.CounterOpts{
+			Name: "relay_forwarded_forgotten_total",
+			Help: "Announcements forwarded here by other relays that were forgotten before PairTimeout because MaxPending were remembered (oldest first); if the member withdraws their route, their clients wait out PairTimeout.",
+		}),
 	}
 	f.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "relay_active_connections",

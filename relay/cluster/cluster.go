@@ -51,10 +51,14 @@ var ErrDeliver = errors.New("cluster: holding relay could not deliver")
 // Local is the relay this cluster node belongs to. *relay.Server
 // implements it.
 type Local interface {
-	// Deliver passes an announcement forwarded by another relay to the
-	// local control session holding in.Name. It must not block; it returns
-	// relay.ErrNoRoute if no session holds the name.
-	Deliver(in wire.Incoming) error
+	// Deliver passes an announcement that the relay named from forwarded
+	// to the local control session holding in.Name. It must not block; it
+	// returns relay.ErrNoRoute if no session holds the name.
+	Deliver(from string, in wire.Incoming) error
+	// Refused ends the pending pairings of tokens, announcements this relay
+	// forwarded, because the relay they were delivered at reports that the
+	// member withdrew the route. It must not block.
+	Refused(tokens []wire.Token)
 	// Holds reports whether a local control session holds name. Announce
 	// asks it, so that announcements racing each other still leave the
 	// relay's own table as the final word.
@@ -655,7 +659,7 @@ func newMetrics(f promauto.Factory, c *Cluster) *metrics {
 		}, []string{"result"}),
 		dropped: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "relay_cluster_messages_dropped_total",
-			Help: "Cluster messages and route names dropped, by reason: malformed, too_large, unknown_type, unknown_origin, unknown_peer, over_limit, queue_full, busy, late_reply.",
+			Help: "Cluster messages and route names dropped, by reason: malformed, too_large, unknown_type, unknown_origin, unknown_peer, over_limit, queue_full, busy, late_reply, send_error.",
 		}, []string{"reason"}),
 	}
 	f.NewGaugeFunc(prometheus.GaugeOpts{

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -262,6 +263,41 @@ func TestForward(t *testing.T) {
 			t.Errorf("Forward with an expired context = %v, want DeadlineExceeded", err)
 		}
 	})
+}
+
+// TestRefuse: a relay tells the relay that forwarded announcements which of
+// them will not be answered; the tokens reach that relay's Refused, in
+// messages of at most maxRefused tokens.
+func TestRefuse(t *testing.T) {
+	checkGoroutines(t)
+	env := newTestEnv(t, 1)
+	key := newKey(t)
+	a := startNode(t, "ra", key, env.verifier(t, 1))
+	b := startNode(t, "rb", key, env.verifier(t, 1), a)
+	waitMembers(t, 2, a, b)
+
+	want := make([]wire.Token, maxRefused+3) // two messages
+	for i := range want {
+		want[i] = wire.NewToken()
+	}
+	a.Refuse("rb", want)
+	waitFor(t, "rb to receive the refusals", func() bool { return len(b.local.refusals()) == len(want) })
+	// Each message is its own stream, so the two may arrive in either order.
+	byBytes := func(x, y wire.Token) int { return bytes.Compare(x[:], y[:]) }
+	got := b.local.refusals()
+	slices.SortFunc(got, byBytes)
+	slices.SortFunc(want, byBytes)
+	if !slices.Equal(got, want) {
+		t.Errorf("rb received %d tokens, not the ones sent", len(got))
+	}
+	if got := a.local.refusals(); len(got) != 0 {
+		t.Errorf("ra received %d refusals, want none", len(got))
+	}
+
+	a.Refuse("rz", want[:1])
+	if got := a.count("relay_cluster_messages_dropped_total", "reason", "unknown_peer"); got != 1 {
+		t.Errorf("dropped{unknown_peer} = %v after a refusal to no member, want 1", got)
+	}
 }
 
 func dirVersion(n *testNode) uint64 {

@@ -61,6 +61,8 @@ func (d *delegate) NotifyMsg(b []byte) {
 		c.serveFetchDir(m)
 	case pullMsg:
 		c.servePull(m)
+	case refusedMsg:
+		c.serveRefused(m)
 	case replyMsg:
 		c.resolve(m)
 	default: // state travels only by push/pull

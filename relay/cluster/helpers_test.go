@@ -36,11 +36,12 @@ type fakeLocal struct {
 	held      map[string]bool
 	err       error // returned by Deliver for held names, if set
 	delivered []wire.Incoming
+	refused   []wire.Token
 }
 
 func newFakeLocal() *fakeLocal { return &fakeLocal{held: map[string]bool{}} }
 
-func (l *fakeLocal) Deliver(in wire.Incoming) error {
+func (l *fakeLocal) Deliver(from string, in wire.Incoming) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if !l.held[in.Name] {
@@ -51,6 +52,18 @@ func (l *fakeLocal) Deliver(in wire.Incoming) error {
 	}
 	l.delivered = append(l.delivered, in)
 	return nil
+}
+
+func (l *fakeLocal) Refused(tokens []wire.Token) {
+	l.mu.Lock()
+	l.refused = append(l.refused, tokens...)
+	l.mu.Unlock()
+}
+
+func (l *fakeLocal) refusals() []wire.Token {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.refused)
 }
 
 func (l *fakeLocal) Holds(name string) bool {

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"slices"
 	"sync"
 	"testing"
@@ -90,6 +91,114 @@ func TestRelaysActAsOne(t *testing.T) {
 	}
 }
 
+// TestWithdrawRefusesForwardedClients: a member's private proxy holds a
+// control session with relay A only, and a client reaches relay B for a
+// one-time route of the member. When the member withdraws the route (a link
+// used a moment earlier), B refuses the client at once, not after
+// PairTimeout: whether the route was withdrawn before the client arrived,
+// or while B waited for a dial-back that will not come (the proxy no longer
+// knows the route and ignores the forwarded Incoming).
+func TestWithdrawRefusesForwardedClients(t *testing.T) {
+	checkGoroutines(t)
+	ca := pkitest.NewCA(t, testNet, time.Now())
+	r1 := ca.Issue(t, pki.RoleRelay, "r1")
+	r2 := ca.Issue(t, pki.RoleRelay, "r2")
+	office := ca.Issue(t, pki.RoleHealthOffice, "hd-1")
+	signed := ca.Sign(t, ca.Directory(
+		pkitest.Member(r1, "Relay 1"),
+		pkitest.Member(r2, "Relay 2"),
+		pkitest.Member(office, "Gesundheitsamt 1"),
+	))
+	// A client that is not refused waits this long; the test fails long
+	// before it.
+	const pairTimeout = 30 * time.Second
+	long := func(c *relay.Config) { c.PairTimeout = pairTimeout }
+	key := newKey(t)
+	a := startClusterRelay(t, ca, signed, r1, key, nil, long)
+	b := startClusterRelay(t, ca, signed, r2, key, a, long)
+	waitFor(t, "both relays to see each other", func() bool {
+		return len(a.cl.Members()) == 2 && len(b.cl.Members()) == 2
+	})
+	m := dialMember(t, ca, a, office, "") // records Incoming, never dials back
+
+	register := func(t *testing.T, name string) {
+		t.Helper()
+		res, err := m.request(func(id uint32) wire.Frame { return wire.Register{ReqID: id, TTL: 600, Name: name} })
+		if err != nil || res.Code != wire.CodeOK {
+			t.Fatalf("register %s = %+v, %v", name, res, err)
+		}
+		waitFor(t, "relay B to learn that A holds "+name, func() bool {
+			return slices.Equal(b.cl.Holders(name), []string{"r1"})
+		})
+	}
+	withdraw := func(t *testing.T, name string) {
+		t.Helper()
+		if res, err := m.withdraw(name); err != nil || res.Code != wire.CodeOK {
+			t.Fatalf("withdraw %s = %+v, %v", name, res, err)
+		}
+	}
+	// connect runs a client's TLS handshake through relay B. It returns the
+	// handshake's error, which must come from the relay closing the
+	// connection, not from the client's own deadline.
+	connect := func(name string) error {
+		c, err := net.DialTimeout("tcp", b.public, 5*time.Second)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second)) // < pairTimeout
+		tc := tls.Client(c, &tls.Config{ServerName: name, RootCAs: ca.Roots, MinVersion: tls.VersionTLS13})
+		return tc.Handshake()
+	}
+	// refusedWithin checks that the client's handshake failed because relay
+	// B closed the connection, within a few seconds of start.
+	refusedWithin := func(t *testing.T, err error, start time.Time) {
+		t.Helper()
+		d := time.Since(start)
+		switch {
+		case err == nil:
+			t.Fatal("the client completed a handshake on a withdrawn route")
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			t.Fatalf("the client was still waiting %v after the withdraw (PairTimeout %v): %v", d, pairTimeout, err)
+		case d > 5*time.Second:
+			t.Errorf("the client was refused %v after the withdraw, want a few seconds at most", d)
+		}
+		t.Logf("client refused %v after the withdraw: %v", d, err)
+	}
+
+	t.Run("withdrawn before the client arrives", func(t *testing.T) {
+		name := "used1.hd-1." + testNet
+		register(t, name)
+		noRoute := gather(b.reg, "relay_connections_total", "result", "no_route")
+		withdraw(t, name)
+		start := time.Now()
+		refusedWithin(t, connect(name), start)
+		if got := gather(b.reg, "relay_connections_total", "result", "no_route") - noRoute; got != 1 {
+			t.Errorf("B: relay_connections_total{no_route} rose by %v, want 1", got)
+		}
+	})
+
+	t.Run("withdrawn while the client waits", func(t *testing.T) {
+		name := "used2.hd-1." + testNet
+		register(t, name)
+		refused := gather(b.reg, "relay_connections_total", "result", "pair_refused")
+		errc := make(chan error, 1)
+		go func() { errc <- connect(name) }()
+		waitFor(t, "the member to see the forwarded Incoming", func() bool {
+			return slices.ContainsFunc(m.seen(), func(in wire.Incoming) bool { return in.Name == name })
+		})
+		start := time.Now()
+		withdraw(t, name)
+		refusedWithin(t, <-errc, start)
+		if got := gather(b.reg, "relay_connections_total", "result", "pair_refused") - refused; got != 1 {
+			t.Errorf("B: relay_connections_total{pair_refused} rose by %v, want 1", got)
+		}
+		if got := gather(b.reg, "relay_pending_pairings"); got != 0 {
+			t.Errorf("B: relay_pending_pairings = %v, want 0", got)
+		}
+	})
+}
+
 // clusterRelay is a relay.Server with its cluster node, serving on loopback.
 type clusterRelay struct {
 	srv                         *relay.Server
@@ -100,7 +209,9 @@ type clusterRelay struct {
 	trust                       pki.Trust
 }
 
-func startClusterRelay(t *testing.T, ca *pkitest.CA, signed []byte, cert *tls.Certificate, key []byte, join *clusterRelay) *clusterRelay {
+// startClusterRelay starts a relay and its cluster node, joined to join if
+// not nil. mod, if any, adjusts the relay's configuration.
+func startClusterRelay(t *testing.T, ca *pkitest.CA, signed []byte, cert *tls.Certificate, key []byte, join *clusterRelay, mod ...func(*relay.Config)) *clusterRelay {
 	t.Helper()
 	v := ca.Verifier(t, nil)
 	if _, err := v.Update(signed); err != nil {
@@ -130,10 +241,14 @@ func startClusterRelay(t *testing.T, ca *pkitest.CA, signed []byte, cert *tls.Ce
 	}
 	pub, pair, ctl := listen(), listen(), listen()
 	trust := pki.Trust{Roots: ca.Roots, Directory: v}
-	srv, err := relay.New(relay.Config{
+	rcfg := relay.Config{
 		Identity: id, Trust: trust, PairAddr: pair.Addr().String(),
 		Cluster: cl, Logger: log, Registerer: reg,
-	})
+	}
+	for _, f := range mod {
+		f(&rcfg)
+	}
+	srv, err := relay.New(rcfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -172,8 +287,9 @@ func startClusterRelay(t *testing.T, ca *pkitest.CA, signed []byte, cert *tls.Ce
 type member struct {
 	t       *testing.T
 	stream  *tls.Conn
-	target  string
+	target  string // if empty, Incoming is only recorded, as a proxy that no longer knows the route does
 	results chan wire.Result
+	reqID   uint32 // last request id; requests are made one at a time
 
 	wmu sync.Mutex // serializes writes to stream
 
@@ -242,7 +358,9 @@ func (m *member) readLoop() {
 			m.mu.Lock()
 			m.incoming = append(m.incoming, f)
 			m.mu.Unlock()
-			m.wg.Go(func() { m.dialBack(f) })
+			if m.target != "" {
+				m.wg.Go(func() { m.dialBack(f) })
+			}
 		case wire.Ping:
 			m.write(wire.Pong(f))
 		}
@@ -250,13 +368,27 @@ func (m *member) readLoop() {
 }
 
 func (m *member) register(name string) (wire.Result, error) {
-	if err := m.write(wire.Register{ReqID: 1, Name: name}); err != nil {
+	return m.request(func(id uint32) wire.Frame { return wire.Register{ReqID: id, Name: name} })
+}
+
+func (m *member) withdraw(name string) (wire.Result, error) {
+	return m.request(func(id uint32) wire.Frame { return wire.Withdraw{ReqID: id, Name: name} })
+}
+
+// request sends the frame f builds and waits for its Result. Requests are
+// made one at a time.
+func (m *member) request(f func(id uint32) wire.Frame) (wire.Result, error) {
+	m.reqID++
+	if err := m.write(f(m.reqID)); err != nil {
 		return wire.Result{}, err
 	}
 	select {
 	case r, ok := <-m.results:
 		if !ok {
 			return wire.Result{}, io.EOF
+		}
+		if r.ReqID != m.reqID {
+			return r, fmt.Errorf("result for request %d, want %d", r.ReqID, m.reqID)
 		}
 		return r, nil
 	case <-time.After(5 * time.Second):

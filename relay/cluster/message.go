@@ -27,6 +27,7 @@ import (
 //	0x10 forward (request)  id (8) | from | reply addr | token (32) | name | pair addr
 //	0x11 fetch_dir (req.)   id (8) | from | reply addr | version (8)
 //	0x12 pull (request)     id (8) | from | reply addr
+//	0x13 refused (one-way)  from | n (1) | n × token (32)
 //	0x20 reply              id (8) | from | code (1) | body length (4) | body
 //
 // origin and from are member names (1 length byte, then 1-63 bytes), name is
@@ -36,7 +37,9 @@ import (
 // after 1 length byte: the answer goes there if the asker is not (yet) a
 // member the receiver knows. op is 1 for held, 0 for
 // withdrawn. A routes message carries the changes of versions base+1 to
-// base+n of its origin's route list. The decoders check every length before
+// base+n of its origin's route list. A refused message carries 1 to
+// maxRefused tokens of announcements the receiver forwarded to the sender
+// that the member will not answer. The decoders check every length before
 // allocating and reject trailing bytes.
 const (
 	protoVersion = 1
@@ -47,8 +50,11 @@ const (
 	// maxDelta is the size flush packs route changes into, leaving room in
 	// the packet for memberlist's own messages and framing.
 	maxDelta = 1024
-	// maxRequest bounds forward, fetch_dir and pull messages.
+	// maxRequest bounds forward, fetch_dir, pull and refused messages.
 	maxRequest = 1 << 10
+	// maxRefused bounds the tokens of one refused message, so that it
+	// fits maxRequest.
+	maxRefused = 24
 	// maxBody bounds a reply body: a signed directory or one route record.
 	maxBody = pki.MaxDirectorySize
 	// maxState bounds a push/pull state message. memberlist refuses remote
@@ -70,6 +76,7 @@ const (
 	typeForward  msgType = 0x10
 	typeFetchDir msgType = 0x11
 	typePull     msgType = 0x12
+	typeRefused  msgType = 0x13
 	typeReply    msgType = 0x20
 )
 
@@ -87,6 +94,8 @@ func (t msgType) String() string {
 		return "fetch_dir"
 	case typePull:
 		return "pull"
+	case typeRefused:
+		return "refused"
 	case typeReply:
 		return "reply"
 	}
@@ -164,6 +173,14 @@ type fetchDirMsg struct {
 // pullMsg asks for the receiver's own route record.
 type pullMsg struct{ request }
 
+// refusedMsg tells the receiver that the announcements with these tokens,
+// which it forwarded to from, will not be answered: the member withdrew
+// the route before its proxy dialled back. It expects no reply.
+type refusedMsg struct {
+	from   string
+	tokens []wire.Token
+}
+
 // replyMsg answers the request with the same id.
 type replyMsg struct {
 	id   uint64
@@ -178,6 +195,7 @@ func (stateMsg) msgType() msgType    { return typeState }
 func (forwardMsg) msgType() msgType  { return typeForward }
 func (fetchDirMsg) msgType() msgType { return typeFetchDir }
 func (pullMsg) msgType() msgType     { return typePull }
+func (refusedMsg) msgType() msgType  { return typeRefused }
 func (replyMsg) msgType() msgType    { return typeReply }
 
 // maxSize is the largest encoding of a message of type t, or 0 if t is
@@ -188,7 +206,7 @@ func maxSize(t msgType) int {
 		return maxGossip
 	case typeState:
 		return maxState
-	case typeForward, typeFetchDir, typePull:
+	case typeForward, typeFetchDir, typePull, typeRefused:
 		return maxRequest
 	case typeReply:
 		return maxRequest + maxBody
@@ -299,6 +317,15 @@ func encode(m message) ([]byte, error) {
 		b.AddUint64(m.version)
 	case pullMsg:
 		addRequest(b, m.request)
+	case refusedMsg:
+		addString(b, m.from)
+		if len(m.tokens) == 0 || len(m.tokens) > maxRefused {
+			return nil, fmt.Errorf("%w: refused message with %d tokens", errTooLarge, len(m.tokens))
+		}
+		b.AddUint8(uint8(len(m.tokens)))
+		for _, t := range m.tokens {
+			b.AddBytes(t[:])
+		}
 	case replyMsg:
 		b.AddUint64(m.id)
 		addString(b, m.from)
@@ -419,6 +446,18 @@ func decode(b []byte, lim limits) (message, error) {
 		var p pullMsg
 		p.request, ok = readRequest(&s)
 		m = p
+	case typeRefused:
+		var r refusedMsg
+		var n uint8
+		r.from, ok = readString(&s, validMemberName)
+		ok = ok && s.ReadUint8(&n) && n > 0 && n <= maxRefused && len(s) == int(n)*len(wire.Token{})
+		if ok {
+			r.tokens = make([]wire.Token, n)
+			for i := range r.tokens {
+				s.CopyBytes(r.tokens[i][:])
+			}
+		}
+		m = r
 	case typeReply:
 		var r replyMsg
 		var n uint32

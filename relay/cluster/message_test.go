@@ -25,6 +25,8 @@ func sampleMessages() []message {
 		forwardMsg{request: request{id: 1, from: "rb", addr: "[2001:db8::1]:7946"}, in: wire.Incoming{Token: tok, Name: "hd-1.kurier.test"}},
 		fetchDirMsg{request: req, version: 3},
 		pullMsg{request: req},
+		refusedMsg{from: "rb", tokens: []wire.Token{tok}},
+		refusedMsg{from: "rb", tokens: make([]wire.Token, maxRefused)},
 		replyMsg{id: 42, from: "rb", code: codeOK, body: []byte("kurier-directory/v1\n...")},
 		replyMsg{id: 43, from: "rb", code: codeNoRoute},
 	}
@@ -88,6 +90,9 @@ func TestDecodeRefuses(t *testing.T) {
 		{"reply addr port 0", mustEncode(t, pullMsg{request{id: 1, from: "ra", addr: "127.0.0.1:0"}}), errMalformed},
 		{"too many names", mustEncode(t, stateMsg{records: []record{{origin: "ra", names: manyNames(testLimits.maxNames + 1)}}}), errMalformed},
 		{"claimed counts", []byte{1, byte(typeState), 0xff, 0xff, 0xff, 0xff}, errMalformed},
+		{"refused without tokens", []byte{1, byte(typeRefused), 2, 'r', 'b', 0}, errMalformed},
+		{"refused, too many tokens", append([]byte{1, byte(typeRefused), 2, 'r', 'b', maxRefused + 1}, make([]byte, (maxRefused+1)*32)...), errMalformed},
+		{"refused, short token", append([]byte{1, byte(typeRefused), 2, 'r', 'b', 1}, make([]byte, 31)...), errMalformed},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			if _, err := decode(tt.b, testLimits); !errors.Is(err, tt.want) {
@@ -97,6 +102,9 @@ func TestDecodeRefuses(t *testing.T) {
 	}
 	if _, err := encode(routesMsg{origin: "ra", changes: []change{{true, long}}}); err == nil {
 		t.Error("encode of a 300-byte name succeeded")
+	}
+	if _, err := encode(refusedMsg{from: "ra", tokens: make([]wire.Token, maxRefused+1)}); err == nil {
+		t.Errorf("encode of a refused message with %d tokens succeeded", maxRefused+1)
 	}
 }
 

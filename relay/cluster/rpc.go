@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -212,13 +213,63 @@ func (c *Cluster) serveForward(m forwardMsg) {
 	code := codeOK
 	if l := c.getLocal(); l == nil {
 		code = codeNoRoute
-	} else if err := l.Deliver(m.in); err != nil {
+	} else if err := l.Deliver(m.from, m.in); err != nil {
 		code = codeFailed
 		if errors.Is(err, relay.ErrNoRoute) {
 			code = codeNoRoute
 		}
 	}
 	c.reply(m.request, c.handlers, func() replyMsg { return replyMsg{code: code} })
+}
+
+// Refuse tells the relay named to that the announcements with tokens, which
+// it forwarded here, will not be answered: the member withdrew the route
+// before its proxy dialled back. It never blocks: the refused messages, at
+// most maxRefused tokens each, are sent one after another from one handler
+// goroutine (each is its own stream, so they may arrive in any order). If to is not a live member or no handler is free, they are
+// dropped (reason unknown_peer or busy) and those clients wait out their
+// PairTimeout at to; a failed send is counted as send_error.
+func (c *Cluster) Refuse(to string, tokens []wire.Token) {
+	if len(tokens) == 0 {
+		return
+	}
+	node, ok := c.node(to)
+	if !ok {
+		c.m.dropped.WithLabelValues("unknown_peer").Inc()
+		c.log.Debug("refused announcements of a relay that is not a live member", "peer", to, "tokens", len(tokens))
+		return
+	}
+	var msgs [][]byte
+	for batch := range slices.Chunk(tokens, maxRefused) {
+		b, err := encode(refusedMsg{from: c.cfg.Name, tokens: batch})
+		if err != nil { // cannot happen: names and counts are checked
+			c.log.Error("encode refused message", "err", err)
+			return
+		}
+		msgs = append(msgs, b)
+	}
+	ml := c.ml.Load()
+	if !c.trySpawn(c.handlers, func() {
+		for _, b := range msgs {
+			if err := ml.SendReliable(node, b); err != nil {
+				c.m.dropped.WithLabelValues("send_error").Inc()
+				c.log.Debug("refused message not sent", "peer", to, "err", err)
+				return
+			}
+		}
+	}) {
+		c.m.dropped.WithLabelValues("busy").Inc()
+	}
+}
+
+// serveRefused hands refused announcements to the local relay, which
+// refuses their clients. Refused does not block, so it runs on
+// memberlist's goroutine. The tokens themselves are the authority: only
+// this relay and the one it forwarded them to know them.
+func (c *Cluster) serveRefused(m refusedMsg) {
+	if l := c.getLocal(); l != nil {
+		l.Refused(m.tokens)
+	}
 }
 
 // serveFetchDir sends this relay's signed directory.
