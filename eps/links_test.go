@@ -129,11 +129,12 @@ func (c *citizen) gone() bool {
 	return false
 }
 
-const submissionMarker = "Zeugin-Marker-7f3a91"
+// submissionMarker is a contact's last name, so letters only.
+const submissionMarker = "Zeugin-Markiert-Qwxkvj"
 
 func testSubmission(label string) []byte {
-	return []byte(`{"format":"kurier-submission/v1","label":"` + label + `","submitted_at":"2026-11-24T10:00:00Z",` +
-		`"contacts":[{"name":"Erika ` + submissionMarker + `","phone":"+49 30 1234567","category":"household","last_contact":"2026-11-20"}],"events":[]}`)
+	return []byte(`{"format":"kurier-submission/v2","label":"` + label + `","submitted_at":"2026-11-24T10:00:00Z",` +
+		`"contacts":[{"first_name":"Erika","last_name":"` + submissionMarker + `","phone":"+49 30 1234567","category":"household","last_contact":"2026-11-20"}],"events":[]}`)
 }
 
 func linkNetwork(t *testing.T, configure func(string, *eps.Config)) *epstest.Network {
@@ -184,7 +185,7 @@ func TestOneTimeLink(t *testing.T) {
 	if err != nil {
 		t.Fatalf("submission as received: %v", err)
 	}
-	if len(sub.Contacts) != 1 || !strings.Contains(sub.Contacts[0].Name, submissionMarker) {
+	if len(sub.Contacts) != 1 || sub.Contacts[0].LastName != submissionMarker {
 		t.Errorf("submission as received: %+v", sub)
 	}
 

@@ -125,8 +125,8 @@ func TestEPSLinksBinary(t *testing.T) {
 	if err := json.Unmarshal(info, &facts); err != nil || facts.Key.KEM != seal.KEMX25519 {
 		t.Fatalf("link facts %s: %v", info, err)
 	}
-	plain := `{"format":"kurier-submission/v1","label":"` + strings.SplitN(u.Hostname(), ".", 2)[0] + `","submitted_at":"` +
-		time.Now().UTC().Format(time.RFC3339) + `","contacts":[{"name":"Erika Zeugin","phone":"+49 30 1234567","category":"close","last_contact":"` +
+	plain := `{"format":"kurier-submission/v2","label":"` + strings.SplitN(u.Hostname(), ".", 2)[0] + `","submitted_at":"` +
+		time.Now().UTC().Format(time.RFC3339) + `","contacts":[{"first_name":"Erika","last_name":"Zeugin","phone":"+49 30 1234567","category":"close","last_contact":"` +
 		time.Now().AddDate(0, 0, -1).Format(time.DateOnly) + `"}],"events":[]}`
 	env, err := seal.SealUnsigned(facts.Key, seal.Context{Sender: seal.Anonymous, Recipient: facts.Recipient, Service: facts.Service,
 		Kind: seal.KindNotification, MessageID: facts.MessageID}, []byte(plain))
@@ -154,7 +154,7 @@ func TestEPSLinksBinary(t *testing.T) {
 		return c.Call(t.Context(), "_poll", map[string]any{"wait": 2}, &polled) == nil && len(polled.Messages) > 0
 	})
 	m := polled.Messages[0]
-	if m.From != "anonymous" || m.Service != "index-cases" || m.MessageID != link.MessageID || !strings.Contains(string(m.Params), "Erika Zeugin") {
+	if m.From != "anonymous" || m.Service != "index-cases" || m.MessageID != link.MessageID || !strings.Contains(string(m.Params), `"last_name":"Zeugin"`) {
 		t.Errorf("the office's software got %+v", m)
 	}
 	waitFor(t, "the used link to be dead", 30*time.Second, func() bool {

@@ -217,7 +217,7 @@ func (d *demo) indexCase(ctx context.Context, office *node, relayAddr string, he
 	}
 	sub := submit.Submission{
 		Format: submit.Format, Label: link.Label, SubmittedAt: time.Now().UTC().Format(time.RFC3339),
-		Contacts: []submit.Contact{{Name: "Erika Mustermann", Phone: "+49 30 1234567", Category: submit.CategoryHousehold,
+		Contacts: []submit.Contact{{FirstName: "Erika", LastName: "Mustermann", Phone: "+49 30 1234567", Category: submit.CategoryHousehold,
 			LastContact: time.Now().AddDate(0, 0, -2).Format(time.DateOnly)}},
 		Events: []submit.Event{},
 	}

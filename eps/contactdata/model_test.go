@@ -3,6 +3,7 @@ package contactdata
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -185,6 +186,43 @@ func TestValidateGo(t *testing.T) {
 	want := "contactdata: invalid document: date_of_birth: " + ruleBirthYears + "; first_contact_date: " + ruleDate
 	if err := p.Validate(); err == nil || err.Error() != want {
 		t.Errorf("Validate = %v, want %s", err, want)
+	}
+}
+
+// TestNameRule checks that NameRule, which eps/submit checks the citizen's
+// names with, is the rule Validate applies to first_name and last_name.
+func TestNameRule(t *testing.T) {
+	for _, tt := range []struct{ name, want string }{
+		{"Jürgen", ""},
+		{"Şahin-O’Brien", ""},
+		{"d'Alembert", ""},
+		{"Mu\u0308ller", ""}, // decomposed ü
+		{strings.Repeat("ä", maxName), ""},
+		{strings.Repeat("ä", maxName+1), ruleMaxChars(maxName)},
+		{"Dr. Müller", ruleNameChars},
+		{"Aylin 2", ruleNameChars},
+		{"Tom\u202e", ruleNameChars},
+		{" Tom", ruleEdgeSpace},
+		{"- '", ruleNameLetter},
+		{"", ruleNameLetter},
+		{"G\xffnter", ruleUTF8},
+	} {
+		if got := NameRule(tt.name); got != tt.want {
+			t.Errorf("NameRule(%q) = %q, want %q", tt.name, got, tt.want)
+		}
+		if tt.name == "" {
+			continue // an absent name: ContactPerson's rule is one of the two
+		}
+		p := goDocuments()[4].(*ContactPerson)
+		p.FirstName, p.LastName = tt.name, tt.name
+		err := p.Validate()
+		want := ""
+		if tt.want != "" {
+			want = "contactdata: invalid document: first_name: " + tt.want + "; last_name: " + tt.want
+		}
+		if got := fmt.Sprint(err); err == nil && want != "" || err != nil && got != want {
+			t.Errorf("Validate with both names %q = %v, want %q", tt.name, err, want)
+		}
 	}
 }
 

@@ -123,6 +123,14 @@ func textRule(s string, max int) string {
 	return edgeRule(s)
 }
 
+// NameRule returns the rule that s breaks as a person's first or last name
+// (of a ContactPerson or a Guest), worded as a ValidationError's Rule and
+// never quoting s, or "" if s is a valid name. It is the rule Validate
+// applies, for code that checks names before they become a document (the
+// citizen's page in eps/submit). The empty name breaks a rule; whether a
+// name may be left out is the caller's to decide.
+func NameRule(s string) string { return nameRule(s) }
+
 func isNameRune(r rune) bool {
 	return unicode.IsLetter(r) || unicode.Is(unicode.M, r) || r == ' ' || r == '-' || r == '\'' || r == '’'
 }

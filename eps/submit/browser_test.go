@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kurier-net/kurier/eps/contactdata"
 	"github.com/kurier-net/kurier/eps/seal"
 	"github.com/kurier-net/kurier/pki"
 	"github.com/kurier-net/kurier/pki/pkitest"
@@ -349,10 +350,13 @@ func TestBrowserSubmit(t *testing.T) {
 	start := day(-5).Add(19 * time.Hour)
 	end := start.Add(4*time.Hour + 30*time.Minute)
 
-	// Contact 1, name only; asking for the review fails, says why, and
-	// leads back to the first problem by keyboard.
-	p.tabTo("c1-name", 1) // focus was on the step's heading
-	p.insertText("Jürgen Groß")
+	// Contact 1, name only, with a title in the last name as people
+	// write it; asking for the review fails, says why, and leads back to
+	// the first problem by keyboard.
+	p.tabTo("c1-first-name", 1) // focus was on the step's heading
+	p.insertText("Jürgen")
+	p.tabTo("c1-last-name", 1)
+	p.insertText("Dr. Groß")
 	p.tabTo("to-review", 20)
 	p.press("Enter", 0)
 	p.waitFor(visibleJS("error-summary"))
@@ -361,7 +365,8 @@ func TestBrowserSubmit(t *testing.T) {
 	}
 	summary := p.text("error-summary")
 	for _, want := range []string{
-		"Bitte korrigieren Sie 3 Angaben",
+		"Bitte korrigieren Sie 4 Angaben",
+		"Kontaktperson 1: Der Nachname darf nur Buchstaben, Leerzeichen, Bindestriche und Apostrophe enthalten, also zum Beispiel keinen Titel wie „Dr.“ und keine Ziffern.",
 		"Kontaktperson 1: Bitte geben Sie eine Telefonnummer oder eine E-Mail-Adresse an.",
 		"Kontaktperson 1: Bitte wählen Sie die Art des Kontakts.",
 		"Kontaktperson 1: Bitte geben Sie das Datum des letzten Kontakts an",
@@ -371,29 +376,55 @@ func TestBrowserSubmit(t *testing.T) {
 		}
 	}
 	var marked struct {
-		Invalid   []string `json:"invalid"`
-		Described string   `json:"described"`
-		Message   string   `json:"message"`
-		Role      string   `json:"role"`
+		Invalid       []string `json:"invalid"`
+		Described     string   `json:"described"`
+		Message       string   `json:"message"`
+		NameDescribed string   `json:"nameDescribed"`
+		NameMessage   string   `json:"nameMessage"`
+		NameAfter     string   `json:"nameAfter"` // the label the name's message follows
+		FirstDesc     string   `json:"firstDesc"`
+		Role          string   `json:"role"`
 	}
 	p.eval(`({
 	  invalid: [...document.querySelectorAll("[aria-invalid=true]")].map((e) => e.id),
 	  described: document.getElementById("c1-phone").getAttribute("aria-describedby"),
 	  message: document.getElementById("c1-phone-error").textContent,
+	  nameDescribed: document.getElementById("c1-last-name").getAttribute("aria-describedby"),
+	  nameMessage: document.getElementById("c1-last-name-error").textContent,
+	  nameAfter: document.getElementById("c1-last-name-error").previousElementSibling.htmlFor,
+	  firstDesc: document.getElementById("c1-first-name").getAttribute("aria-describedby"),
 	  role: document.getElementById("error-summary").getAttribute("role"),
 	})`, &marked)
-	if fmt.Sprint(marked.Invalid) != "[c1-phone c1-category c1-last]" || marked.Described != "c1-phone-error" ||
+	if fmt.Sprint(marked.Invalid) != "[c1-last-name c1-phone c1-category c1-last]" || marked.Described != "c1-phone-error" ||
 		!strings.HasPrefix(marked.Message, "Fehler: ") || marked.Role != "alert" {
 		t.Errorf("errors marked as %+v", marked)
+	}
+	// The name's message is at its field, and the field is described by
+	// the names' hint and its message; the valid first name by the hint.
+	if marked.NameDescribed != "c1-name-hint c1-last-name-error" || marked.NameAfter != "c1-last-name" ||
+		!strings.HasPrefix(marked.NameMessage, "Fehler: Der Nachname darf nur") || marked.FirstDesc != "c1-name-hint" {
+		t.Errorf("the last name's error marked as %+v", marked)
+	}
+	if got := p.text("c1-name-hint"); !strings.Contains(got, "ohne Titel wie „Dr.“") {
+		t.Errorf("the names' hint says %q", got)
 	}
 	shot(p, "2-errors")
 	checkA11y(t, p, "errors")
 
 	p.tab(false) // the first problem's link
 	p.press("Enter", 0)
-	if got := p.activeID(); got != "c1-phone" {
-		t.Fatalf("the summary's first link led to %q, want c1-phone", got)
+	if got := p.activeID(); got != "c1-last-name" {
+		t.Fatalf("the summary's first link led to %q, want c1-last-name", got)
 	}
+	p.press("End", 0)
+	for range len([]rune("Dr. Groß")) {
+		p.press("Backspace", 0)
+	}
+	p.insertText("Groß")
+	if got := p.value("c1-last-name"); got != "Groß" {
+		t.Fatalf("the corrected last name is %q", got)
+	}
+	p.tabTo("c1-phone", 1)
 	p.insertText("+49 30 1234567")
 	p.tabTo("c1-email", 1)
 	p.tabTo("c1-category-household", 1) // into the radio group
@@ -408,15 +439,16 @@ func TestBrowserSubmit(t *testing.T) {
 	p.tabTo("c1-note", 4)
 	p.insertText("Kollege im Großraumbüro")
 
-	// Contact 2, added by keyboard; the new row takes the focus.
+	// Contact 2, added by keyboard; the new row takes the focus. The
+	// citizen knows her first name only, which is enough.
 	p.tabTo("add-contact", 6)
 	p.press("Enter", 0)
-	if got := p.activeID(); got != "c2-name" {
-		t.Fatalf("after adding a contact the focus is on %q, want c2-name", got)
+	if got := p.activeID(); got != "c2-first-name" {
+		t.Fatalf("after adding a contact the focus is on %q, want c2-first-name", got)
 	}
 	p.waitFor(`document.getElementById("status").textContent === "Kontaktperson 2 hinzugefügt."`)
-	p.insertText("Erika Mustermann")
-	p.tabTo("c2-email", 2)
+	p.insertText("Erika")
+	p.tabTo("c2-email", 3)
 	p.insertText("erika@example.de")
 	p.tabTo("c2-category-household", 1)
 	p.press("Space", 0)
@@ -458,8 +490,8 @@ func TestBrowserSubmit(t *testing.T) {
 	}
 	review := p.text("review-content")
 	for _, want := range []string{
-		"Kontaktpersonen (2)", "Kontaktperson 1: Jürgen Groß", "+49 30 1234567", "Enger Kontakt", first1.Format("02.01.2006"),
-		"Kontaktperson 2: Erika Mustermann", "erika@example.de", "Im selben Haushalt", last2.Format("02.01.2006"),
+		"Kontaktpersonen (2)", "Kontaktperson 1: Jürgen Groß", "VornameJürgen", "NachnameGroß", "+49 30 1234567", "Enger Kontakt", first1.Format("02.01.2006"),
+		"Kontaktperson 2: Erika", "erika@example.de", "Im selben Haushalt", last2.Format("02.01.2006"),
 		"Ereignisse (1)", "Ereignis 1: Geburtstagsfeier", "Musterstraße 1, 10115 Berlin", start.Format("02.01.2006, 15:04") + " Uhr",
 	} {
 		if !strings.Contains(review, want) {
@@ -515,8 +547,8 @@ func TestBrowserSubmit(t *testing.T) {
 	want := Submission{
 		Format: Format, Label: "k7x2mq",
 		Contacts: []Contact{
-			{Name: "Jürgen Groß", Phone: "+49 30 1234567", Category: CategoryClose, FirstContact: first1.Format(time.DateOnly), LastContact: last1.Format(time.DateOnly), Note: "Kollege im Großraumbüro"},
-			{Name: "Erika Mustermann", Email: "erika@example.de", Category: CategoryHousehold, LastContact: last2.Format(time.DateOnly)},
+			{FirstName: "Jürgen", LastName: "Groß", Phone: "+49 30 1234567", Category: CategoryClose, FirstContact: first1.Format(time.DateOnly), LastContact: last1.Format(time.DateOnly), Note: "Kollege im Großraumbüro"},
+			{FirstName: "Erika", Email: "erika@example.de", Category: CategoryHousehold, LastContact: last2.Format(time.DateOnly)},
 		},
 		Events: []Event{{Name: "Geburtstagsfeier", Place: "Musterstraße 1, 10115 Berlin", Start: start.Format(localMinute), End: end.Format(localMinute)}},
 	}
@@ -643,7 +675,7 @@ func TestBrowserKeyboardAndReflow(t *testing.T) {
 	if len(stops) == 60 || !strings.HasPrefix(stops[len(stops)-1], "to-review|") {
 		t.Fatalf("Tab did not reach the review button:\n%s", strings.Join(stops, "\n"))
 	}
-	for _, want := range []string{"c1-name", "c1-phone", "c1-email", "c1-category-household", "c1-first", "c1-last", "c1-note", "|Kontaktperson 1 entfernen", "add-contact",
+	for _, want := range []string{"c1-first-name", "c1-last-name", "c1-phone", "c1-email", "c1-category-household", "c1-first", "c1-last", "c1-note", "|Kontaktperson 1 entfernen", "add-contact",
 		"e2-name", "e2-place", "e2-start", "e2-end", "e2-note", "|Ereignis 1 entfernen", "add-event", "to-review"} {
 		found := false
 		for _, s := range stops {
@@ -657,12 +689,12 @@ func TestBrowserKeyboardAndReflow(t *testing.T) {
 	}
 	// And back: Shift+Tab from the end reaches the first field.
 	for range 40 {
-		if p.tab(true).ID == "c1-name" {
+		if p.tab(true).ID == "c1-first-name" {
 			break
 		}
 	}
-	if got := p.activeID(); got != "c1-name" {
-		t.Errorf("Shift+Tab did not get back to c1-name (at %q)", got)
+	if got := p.activeID(); got != "c1-first-name" {
+		t.Errorf("Shift+Tab did not get back to c1-first-name (at %q)", got)
 	}
 
 	var widths struct{ Scroll, Client int }
@@ -673,14 +705,90 @@ func TestBrowserKeyboardAndReflow(t *testing.T) {
 	checkA11y(t, p, "320px")
 	shot(p, "7-narrow")
 
-	// A date typed only in part is an error, not an empty field.
+	// A date typed only in part is an error, not an empty field. The row
+	// has no name either: that is said at the names' group, as "phone or
+	// e-mail" is at theirs, and tied to the first of its fields.
 	p.tabTo("c1-first", 10)
 	p.typeDigits("1411")
 	p.tabTo("to-review", 60)
 	p.press("Enter", 0)
 	p.waitFor(visibleJS("error-summary"))
-	if summary := p.text("error-summary"); !strings.Contains(summary, "Kontaktperson 1: Bitte geben Sie ein vollständiges Datum an") {
-		t.Errorf("a partial date: the summary says %q", summary)
+	summary := p.text("error-summary")
+	for _, want := range []string{
+		"Kontaktperson 1: Bitte geben Sie ein vollständiges Datum an",
+		"Kontaktperson 1: Bitte geben Sie den Vornamen, den Nachnamen oder beide an.",
+	} {
+		if !strings.Contains(summary, want) {
+			t.Errorf("the summary %q lacks %q", summary, want)
+		}
+	}
+	var group struct {
+		Invalid   string `json:"invalid"`
+		Described string `json:"described"`
+		After     string `json:"after"` // the legend the message follows
+	}
+	p.eval(`({
+	  invalid: document.getElementById("c1-first-name").getAttribute("aria-invalid"),
+	  described: document.getElementById("c1-first-name").getAttribute("aria-describedby"),
+	  after: document.getElementById("c1-first-name-error").previousElementSibling.textContent,
+	})`, &group)
+	if group.Invalid != "true" || group.Described != "c1-name-hint c1-first-name-error" || !strings.HasPrefix(group.After, "Name") {
+		t.Errorf("no name: marked as %+v", group)
+	}
+	var widths2 struct{ Scroll, Client int }
+	p.eval(`({ scroll: document.documentElement.scrollWidth, client: document.documentElement.clientWidth })`, &widths2)
+	if widths2.Scroll > widths2.Client {
+		t.Errorf("at 320px with errors shown the page is %dpx wide: it scrolls sideways", widths2.Scroll)
+	}
+	checkA11y(t, p, "320px with errors")
+	if errs := b.errors(); len(errs) != 0 {
+		t.Errorf("the page reported errors:\n%s", strings.Join(errs, "\n"))
+	}
+}
+
+// TestBrowserNameRule checks the page's check of names against the
+// contact-data model's rule, which ParseSubmission applies: each name, as a
+// first and as a last name, gets an error on the page exactly when
+// contactdata.NameRule refuses what the page would send (bidirectional
+// controls dropped, trimmed).
+func TestBrowserNameRule(t *testing.T) {
+	s := serveSite(t, time.Now())
+	b := startBrowser(t, s.flags...)
+	p := b.newPage(t)
+	p.navigate(s.url)
+	p.waitFor(visibleJS("step-form"))
+	names := []string{
+		"Groß", "Jürgen", "Şahin-O’Brien", "d'Alembert", "Mu\u0308ller", "Zoë Anne", "Иван", "李", "Ngũgĩ wa Thiong’o",
+		strings.Repeat("ä", 100), strings.Repeat("𝒜", 100), " Tom ", "Tom\u202e",
+		"Dr. Müller", "Prof Dr. Groß", "Aylin 2", "Anna,", "O\"Brien", "Tom\u200b", "Tom_", "Tom/Tim", "Tom (Chor)",
+		"- '", "\u0308", "’", strings.Repeat("ä", 101), strings.Repeat("𝒜", 101), "Tom\u00a0Sawyer",
+	}
+	var got map[string][]bool
+	p.eval(`(() => {
+	  const out = {};
+	  for (const field of ["first-name", "last-name"]) {
+	    out[field] = [];
+	    const input = document.getElementById("c1-" + field);
+	    for (const n of `+mustJSON(t, names)+`) {
+	      input.value = n;
+	      document.getElementById("entry-form").requestSubmit(); // the row's other problems keep the form
+	      out[field].push(!!document.getElementById("c1-" + field + "-error"));
+	      input.value = "";
+	    }
+	  }
+	  return out;
+	})()`, &got)
+	bidi := strings.NewReplacer("\u202a", "", "\u202b", "", "\u202c", "", "\u202d", "", "\u202e", "", "\u2066", "", "\u2067", "", "\u2068", "", "\u2069", "")
+	for _, field := range []string{"first-name", "last-name"} {
+		if len(got[field]) != len(names) {
+			t.Fatalf("%s: the page checked %d names of %d", field, len(got[field]), len(names))
+		}
+		for i, n := range names {
+			rule := contactdata.NameRule(strings.TrimSpace(bidi.Replace(n)))
+			if refused := got[field][i]; refused != (rule != "") {
+				t.Errorf("%s %q: the page refuses it: %v; the model: %q", field, n, refused, rule)
+			}
+		}
 	}
 	if errs := b.errors(); len(errs) != 0 {
 		t.Errorf("the page reported errors:\n%s", strings.Join(errs, "\n"))

@@ -399,6 +399,8 @@ var keys = map[string]map[string]any{
 	"Space":     {"key": " ", "code": "Space", "windowsVirtualKeyCode": 32, "text": " "},
 	"ArrowDown": {"key": "ArrowDown", "code": "ArrowDown", "windowsVirtualKeyCode": 40},
 	"ArrowUp":   {"key": "ArrowUp", "code": "ArrowUp", "windowsVirtualKeyCode": 38},
+	"End":       {"key": "End", "code": "End", "windowsVirtualKeyCode": 35},
+	"Backspace": {"key": "Backspace", "code": "Backspace", "windowsVirtualKeyCode": 8},
 }
 
 // press presses and releases a key of keys, or a digit.

@@ -75,8 +75,9 @@ const (
 //
 //   - Text is trimmed of whitespace at either end, as the page does before
 //     sealing; nothing else in it is changed.
-//   - A contact's name goes unsplit into last_name: the page asks for first
-//     and last name in one field, and IndexCase does not guess where one ends.
+//   - A contact's first_name and last_name become the model's first_name
+//     and last_name; ParseSubmission (and the page) have checked them with
+//     the model's rule, and one may be absent, as the model allows.
 //   - Its category maps as ContactCategory says. basic_conditions starts
 //     with the page's category ("Art des Kontakts laut Seite: Im selben
 //     Haushalt (household)"), then, after a blank line, the citizen's note.
@@ -97,11 +98,13 @@ const (
 //
 // The result passes IndexCaseSubmission.Validate, or IndexCase returns nil
 // and a contactdata.ValidationErrors (errors.As finds it) listing every rule
-// the converted entries break, with the paths of the result: a name with a
-// digit ("contacts[2].last_name"), a phone number the model refuses, a note
-// that with the lines above exceeds 2000 characters, a contact that does
-// not overlap the window ("contacts[2].last_contact_date: must not be before
-// the day of window.start"), an event wholly outside it ("events[0]: must overlap …").
+// the converted entries break, with the paths of the result: a phone number
+// the model refuses ("contacts[2].phone"), a note that with the lines above
+// exceeds 2000 characters, a contact that does not overlap the window
+// ("contacts[2].last_contact_date: must not be before the day of
+// window.start"), an event wholly outside it ("events[0]: must overlap …").
+// Names are not among them: ParseSubmission's checks, which IndexCase
+// repeats, refuse every name the model would.
 // Such entries are refused, not dropped or clipped: the office has the whole
 // submission, and no date is changed to fit.
 //
@@ -126,14 +129,14 @@ func (s *Submission) IndexCase(loc *time.Location, window contactdata.Window) (*
 	for i := range s.Contacts {
 		p, err := s.Contacts[i].person()
 		if err != nil {
-			return nil, fmt.Errorf("%w: contact %d: %v", ErrBadSubmission, i+1, err)
+			return nil, fmt.Errorf("%w: contacts[%d].%v", ErrBadSubmission, i, err)
 		}
 		out.Contacts[i] = p
 	}
 	for i := range s.Events {
 		e, err := s.Events[i].event(loc)
 		if err != nil {
-			return nil, fmt.Errorf("%w: event %d: %v", ErrBadSubmission, i+1, err)
+			return nil, fmt.Errorf("%w: events[%d].%v", ErrBadSubmission, i, err)
 		}
 		out.Events[i] = e
 	}
@@ -147,7 +150,7 @@ func (s *Submission) IndexCase(loc *time.Location, window contactdata.Window) (*
 func (c *Contact) person() (contactdata.ContactPerson, error) {
 	cat, ok := ContactCategory(c.Category)
 	if !ok {
-		return contactdata.ContactPerson{}, fmt.Errorf("category %q", c.Category)
+		return contactdata.ContactPerson{}, errors.New("category: want household, close, work or other")
 	}
 	last, err := contactdata.ParseDate(c.LastContact)
 	if err != nil {
@@ -161,7 +164,8 @@ func (c *Contact) person() (contactdata.ContactPerson, error) {
 		return contactdata.ContactPerson{}, fmt.Errorf("first_contact: %v", err)
 	}
 	return contactdata.ContactPerson{
-		LastName:         trim(c.Name),
+		FirstName:        trim(c.FirstName),
+		LastName:         trim(c.LastName),
 		ContactCategory:  cat,
 		BasicConditions:  withNote(lines, c.Note),
 		Email:            trim(c.Email),

@@ -350,7 +350,7 @@ func TestLinkInfo(t *testing.T) {
 
 func TestSubmitRefusals(t *testing.T) {
 	f := newFixture(t)
-	env := f.sealed(`{"format":"kurier-submission/v1"}`)
+	env := f.sealed(`{"format":"kurier-submission/v2"}`)
 	good := body(f.link.MessageID, env)
 	signed := *env
 	signed.Cert, signed.Sig = []byte("not a certificate"), []byte("not a signature")
@@ -424,7 +424,7 @@ func checkLogs(t *testing.T, f *fixture, env *seal.Envelope) {
 
 func TestSubmitOnce(t *testing.T) {
 	f := newFixture(t)
-	const pt = `{"format":"kurier-submission/v1","label":"k7x2mq","submitted_at":"2026-03-01T10:00:00Z","contacts":[{"name":"Erika Mustermann","email":"erika@example.de","category":"close","last_contact":"2026-02-28"}],"events":[]}`
+	const pt = `{"format":"kurier-submission/v2","label":"k7x2mq","submitted_at":"2026-03-01T10:00:00Z","contacts":[{"first_name":"Erika","last_name":"Mustermann","email":"erika@example.de","category":"close","last_contact":"2026-02-28"}],"events":[]}`
 	env := f.sealed(pt)
 	select {
 	case <-f.h.Done():

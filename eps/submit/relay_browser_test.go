@@ -41,7 +41,7 @@ func TestBrowserThroughRelay(t *testing.T) {
 	// Chromium resolves the link's host to the relay's host (the port is
 	// the relay's, in the link) and trusts the test certificate by its key.
 	relayHost := strings.Split(n.RelayPublic(), ":")[0]
-	done := submit.SubmitInBrowser(t, link.URL, "Erika Zeugin-7c1e",
+	done := submit.SubmitInBrowser(t, link.URL, "Erika", "Zeugin-Qwxkvj",
 		"--host-resolver-rules=MAP "+u.Hostname()+" "+relayHost,
 		"--ignore-certificate-errors-spki-list="+base64.StdEncoding.EncodeToString(pin[:]))
 	if !strings.Contains(done, "Vielen Dank") || !strings.Contains(done, "Gesundheitsamt Musterstadt") {
@@ -75,10 +75,10 @@ func TestBrowserThroughRelay(t *testing.T) {
 		t.Fatalf("%v: %s", err, got.Params)
 	}
 	b, _ := json.Marshal(sub.Contacts)
-	if len(sub.Contacts) != 1 || sub.Contacts[0].Name != "Erika Zeugin-7c1e" || sub.Contacts[0].Category != submit.CategoryHousehold {
+	if len(sub.Contacts) != 1 || sub.Contacts[0].FirstName != "Erika" || sub.Contacts[0].LastName != "Zeugin-Qwxkvj" || sub.Contacts[0].Category != submit.CategoryHousehold {
 		t.Errorf("contacts as received: %s", b)
 	}
-	if n.Tap().Contains([]byte("Zeugin-7c1e")) {
+	if n.Tap().Contains([]byte("Zeugin-Qwxkvj")) {
 		t.Error("the relay saw the submission in plaintext")
 	}
 	if n.Tap().Contains([]byte(u.Fragment)) {

@@ -274,7 +274,7 @@ func sealCases(t *testing.T) []*jsCase {
 
 	office := x25519Key(t, "browser-1")
 	link := testLink(t, office, time.Now())
-	sub := []byte(`{"format":"kurier-submission/v1","label":"k7x2mq","submitted_at":"2026-03-01T10:00:00Z","contacts":[{"name":"Jürgen Groß","phone":"+49 30 1234567","category":"household","last_contact":"2026-02-27"}],"events":[]}`)
+	sub := []byte(`{"format":"kurier-submission/v2","label":"k7x2mq","submitted_at":"2026-03-01T10:00:00Z","contacts":[{"first_name":"Jürgen","last_name":"Groß","phone":"+49 30 1234567","category":"household","last_contact":"2026-02-27"}],"events":[]}`)
 	for _, c := range []struct {
 		name string
 		aead uint16

@@ -10,24 +10,35 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/kurier-net/kurier/eps/contactdata"
 )
 
 // Format is Submission.Format of the version of the page in static/.
-const Format = "kurier-submission/v1"
+//
+// Version 1 had one field for a contact's name ("name"); version 2 has
+// first_name and last_name. ParseSubmission reads version 2 only: the page
+// and the parser are served by the same binary, and a version 1 document
+// (from a page loaded before an upgrade) is refused as such, with its
+// format named, for the office to read by hand.
+const Format = "kurier-submission/v2"
+
+// formatV1 is the format before contacts had first and last names.
+const formatV1 = "kurier-submission/v1"
 
 // ErrBadSubmission is returned by ParseSubmission for plaintext that is not
 // a valid Submission.
 var ErrBadSubmission = errors.New("submit: invalid submission")
 
 // Bounds on a submission; the page enforces the same. They leave room for
-// the conversion to the contact-data model (IndexCase): a contact's name
-// becomes its last_name (at most 100), an event's name stays a name (at
-// most 200), and a note shares the model's 2000 characters with the lines
-// the conversion adds (the category; an event's place).
+// the conversion to the contact-data model (IndexCase): a contact's first
+// and last name are the model's, checked with its rule
+// (contactdata.NameRule: at most 100 characters), an event's name stays a
+// name (at most 200), and a note shares the model's 2000 characters with
+// the lines the conversion adds (the category; an event's place).
 const (
 	maxEntries     = 500 // contacts, and events
 	maxText        = 500 // characters of one field
-	maxContactName = 100
 	maxPhone       = 30
 	maxEventName   = 200
 	maxContactNote = 1800
@@ -39,7 +50,7 @@ const (
 // decodes the plaintext with ParseSubmission.
 // IndexCase converts it into the data model, a contactdata.IndexCaseSubmission.
 type Submission struct {
-	// Format is "kurier-submission/v1".
+	// Format is the constant Format, "kurier-submission/v2".
 	Format string `json:"format"`
 	// Label is the link's label, so a plaintext found on its own still
 	// names its case.
@@ -63,7 +74,13 @@ const (
 
 // Contact is one contact person.
 type Contact struct {
-	Name string `json:"name"`
+	// FirstName and LastName: at least one is set, since people often
+	// know a contact by one name only. Each is a name by the contact-data
+	// model's rule (contactdata.NameRule): at most 100 characters, only
+	// letters, spaces, hyphens and apostrophes, at least one letter; so
+	// "Dr. Müller" is refused here, and on the page, not at the office.
+	FirstName string `json:"first_name,omitempty"`
+	LastName  string `json:"last_name,omitempty"`
 	// Phone and Email: at least one is set.
 	Phone string `json:"phone,omitempty"`
 	Email string `json:"email,omitempty"`
@@ -88,7 +105,9 @@ type Event struct {
 
 // ParseSubmission decodes and checks a submission strictly: one JSON object,
 // no unknown fields, the bounds and formats the page enforces. Errors match
-// ErrBadSubmission.
+// ErrBadSubmission and name the field by its path in the submission, with
+// indices from 0 ("contacts[2].last_name: may contain only letters, spaces,
+// hyphens and apostrophes"); they never quote the citizen's values.
 func ParseSubmission(b []byte) (*Submission, error) {
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
@@ -106,6 +125,9 @@ func ParseSubmission(b []byte) (*Submission, error) {
 }
 
 func (s *Submission) check() error {
+	if s.Format == formatV1 {
+		return fmt.Errorf("format: %s (one name field) is no longer read; want %s", formatV1, Format)
+	}
 	if s.Format != Format {
 		return fmt.Errorf("format: want %q", Format)
 	}
@@ -122,71 +144,93 @@ func (s *Submission) check() error {
 		return errors.New("no contacts and no events")
 	}
 	for i, c := range s.Contacts {
-		if err := c.check(); err != nil {
-			return fmt.Errorf("contact %d: %v", i+1, err)
+		if err := c.check(fmt.Sprintf("contacts[%d]", i)); err != nil {
+			return err
 		}
 	}
 	for i, e := range s.Events {
-		if err := e.check(); err != nil {
-			return fmt.Errorf("event %d: %v", i+1, err)
+		if err := e.check(fmt.Sprintf("events[%d]", i)); err != nil {
+			return err
 		}
 	}
 	return nil
 }
 
-func (c *Contact) check() error {
-	if err := text("name", c.Name, true, maxContactName); err != nil {
+// check checks the contact at path, "contacts[i]".
+func (c *Contact) check(path string) error {
+	if err := personName(path+".first_name", c.FirstName); err != nil {
 		return err
 	}
-	if err := text("phone", c.Phone, false, maxPhone); err != nil {
+	if err := personName(path+".last_name", c.LastName); err != nil {
 		return err
 	}
-	if err := text("email", c.Email, false, maxText); err != nil {
+	if c.FirstName == "" && c.LastName == "" {
+		return fmt.Errorf("%s: neither first_name nor last_name", path)
+	}
+	if err := text(path+".phone", c.Phone, false, maxPhone); err != nil {
+		return err
+	}
+	if err := text(path+".email", c.Email, false, maxText); err != nil {
 		return err
 	}
 	if c.Phone == "" && c.Email == "" {
-		return errors.New("neither phone nor email")
+		return fmt.Errorf("%s: neither phone nor email", path)
 	}
 	switch c.Category {
 	case CategoryHousehold, CategoryClose, CategoryWork, CategoryOther:
 	default:
-		return errors.New("category: want household, close, work or other")
+		return fmt.Errorf("%s.category: want household, close, work or other", path)
 	}
-	if err := when("first_contact", c.FirstContact, time.DateOnly, false); err != nil {
+	if err := when(path+".first_contact", c.FirstContact, time.DateOnly, false); err != nil {
 		return err
 	}
-	if err := when("last_contact", c.LastContact, time.DateOnly, true); err != nil {
+	if err := when(path+".last_contact", c.LastContact, time.DateOnly, true); err != nil {
 		return err
 	}
 	if c.FirstContact != "" && c.FirstContact > c.LastContact { // same layout: compares as dates
-		return errors.New("first contact after last contact")
+		return fmt.Errorf("%s.first_contact: after last_contact", path)
 	}
-	return text("note", c.Note, false, maxContactNote)
+	return text(path+".note", c.Note, false, maxContactNote)
 }
 
 const localMinute = "2006-01-02T15:04"
 
-func (e *Event) check() error {
-	if err := text("name", e.Name, true, maxEventName); err != nil {
+// check checks the event at path, "events[i]".
+func (e *Event) check(path string) error {
+	if err := text(path+".name", e.Name, true, maxEventName); err != nil {
 		return err
 	}
-	if err := text("place", e.Place, true, maxText); err != nil {
+	if err := text(path+".place", e.Place, true, maxText); err != nil {
 		return err
 	}
-	if err := when("start", e.Start, localMinute, true); err != nil {
+	if err := when(path+".start", e.Start, localMinute, true); err != nil {
 		return err
 	}
-	if err := when("end", e.End, localMinute, false); err != nil {
+	if err := when(path+".end", e.End, localMinute, false); err != nil {
 		return err
 	}
 	if e.End != "" && e.End < e.Start {
-		return errors.New("end before start")
+		return fmt.Errorf("%s.end: before start", path)
 	}
-	return text("note", e.Note, false, maxEventNote)
+	return text(path+".note", e.Note, false, maxEventNote)
 }
 
-// text checks a free-text field: bounded, trimmed, no control characters
-// (but line breaks and tabs, which a pasted note may have).
+// personName checks a person's first or last name at path: absent (""), or
+// a name by the contact-data model's rule, which IndexCase's result is
+// validated with. The error is the model's rule, which never quotes s.
+func personName(path, s string) error {
+	if s == "" {
+		return nil
+	}
+	if rule := contactdata.NameRule(s); rule != "" {
+		return fmt.Errorf("%s: %s", path, rule)
+	}
+	return nil
+}
+
+// text checks the free-text field at path name: bounded, trimmed, no
+// control characters (but line breaks and tabs, which a pasted note may
+// have).
 func text(name, s string, required bool, max int) error {
 	if s == "" {
 		if required {

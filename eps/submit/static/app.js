@@ -6,7 +6,7 @@
 
 import { sealFor } from "./kurier-seal.js";
 
-const FORMAT = "kurier-submission/v1";
+const FORMAT = "kurier-submission/v2";
 const MAX_ENTRIES = 500;
 const MAX_BODY = 1 << 20; // the handler's default bound on POST /submit
 
@@ -133,6 +133,10 @@ function addRow(kind, focus) {
   for (const label of row.querySelectorAll("label[data-for]")) {
     label.htmlFor = `${id}-${label.dataset.for}`;
   }
+  for (const e of row.querySelectorAll("[data-id]")) e.id = `${id}-${e.dataset.id}`;
+  for (const e of row.querySelectorAll("[data-describedby]")) {
+    e.setAttribute("aria-describedby", `${id}-${e.dataset.describedby}`);
+  }
   for (const group of row.querySelectorAll("[data-group=radio]")) {
     group.id = `${id}-${group.dataset.field}`;
     for (const radio of group.querySelectorAll("input[type=radio]")) {
@@ -211,14 +215,44 @@ function validPhone(s) {
   return /^[0-9][0-9 ()/-]*$/.test(rest) && /[0-9]$/.test(rest) && (rest.match(/[0-9]/g) || []).length >= 5;
 }
 
+// nameProblem checks a first or last name by the contact-data model's rule
+// (nameRule in eps/contactdata, which ParseSubmission applies too): at most
+// 100 characters (code points), only letters, combining marks (a decomposed
+// ü), spaces, hyphens and the apostrophes ' and ’, at least one letter, no
+// space at either end (value() has trimmed it). It returns what is wrong in
+// a sentence that names the field (label "Vorname" or "Nachname"), or "".
+// \p{L} and \p{M} are the Unicode categories Go's unicode.IsLetter and
+// unicode.M test; the browser's Unicode may be a version newer than Go's.
+const MAX_NAME = 100;
+const NAME_CHARS = /^[\p{L}\p{M} '’-]*$/u;
+const NAME_LETTER = /\p{L}/u;
+
+function nameProblem(s, label) {
+  if ([...s].length > MAX_NAME) return `Der ${label} darf höchstens ${MAX_NAME} Zeichen lang sein.`;
+  if (!NAME_CHARS.test(s)) {
+    return `Der ${label} darf nur Buchstaben, Leerzeichen, Bindestriche und Apostrophe enthalten, also zum Beispiel keinen Titel wie „Dr.“ und keine Ziffern.`;
+  }
+  if (!NAME_LETTER.test(s)) return `Der ${label} muss mindestens einen Buchstaben enthalten.`;
+  return "";
+}
+
+// checkContact returns the contact's problems as [field, message, atGroup]:
+// atGroup says the message is about the field's group (say it at the
+// group's legend), as "one of these" is.
 function checkContact(row) {
   const errs = [];
   const v = (f) => value(row, f);
-  if (!v("name")) errs.push(["name", "Bitte geben Sie den Vor- und Nachnamen an."]);
+  if (!v("first-name") && !v("last-name")) {
+    errs.push(["first-name", "Bitte geben Sie den Vornamen, den Nachnamen oder beide an.", true]);
+  }
+  for (const [field, label] of [["first-name", "Vorname"], ["last-name", "Nachname"]]) {
+    const problem = v(field) && nameProblem(v(field), label);
+    if (problem) errs.push([field, problem]);
+  }
   if (!v("phone") && !v("email")) {
-    errs.push(["phone", "Bitte geben Sie eine Telefonnummer oder eine E-Mail-Adresse an."]);
+    errs.push(["phone", "Bitte geben Sie eine Telefonnummer oder eine E-Mail-Adresse an.", true]);
   } else {
-    if (v("phone") && !validPhone(v("phone"))) errs.push(["phone", "Bitte geben Sie eine gültige Telefonnummer an: mindestens 5 Ziffern, dazu nur Leerzeichen und + ( ) / -."]);
+    if (v("phone") && !validPhone(v("phone"))) errs.push(["phone", "Bitte geben Sie eine gültige Telefonnummer an: mindestens 5 Ziffern, dazu nur Leerzeichen und + ( ) / -.", true]);
     if (v("email") && !EMAIL_RE.test(v("email"))) errs.push(["email", "Bitte geben Sie eine gültige E-Mail-Adresse an, zum Beispiel name@beispiel.de."]);
   }
   if (!v("category")) errs.push(["category", "Bitte wählen Sie die Art des Kontakts."]);
@@ -257,9 +291,10 @@ function clearErrors() {
   $("error-summary").hidden = true;
 }
 
-// markError puts the message next to the field (after its label or legend)
-// and links it with aria-describedby; it returns the element to focus.
-function markError(row, field, message) {
+// markError puts the message next to the field (after its label or legend,
+// or after its group's legend if atGroup) and links it with
+// aria-describedby; it returns the element to focus.
+function markError(row, field, message, atGroup) {
   const target = row.querySelector(`[data-field=${field}]`);
   const errID = `${target.id}-error`;
   const msg = el("p", { class: "error-message", id: errID }, el("strong", { text: "Fehler: " }), message);
@@ -267,8 +302,9 @@ function markError(row, field, message) {
   if (target.dataset.group === "radio") {
     target.querySelector("legend").after(msg);
     focus = target.querySelector("input[type=radio]");
-  } else if (field === "phone") {
-    // "phone or email" is about the group: say it at the group.
+  } else if (atGroup) {
+    // "phone or email", "first or last name" are about the group: say it
+    // at the group.
     const group = target.closest("fieldset");
     group.querySelector("legend").after(msg);
   } else {
@@ -290,8 +326,8 @@ function validate() {
       if (rowIsEmpty(row)) return;
       entries++;
       const errs = kind === "contact" ? checkContact(row) : checkEvent(row);
-      for (const [field, message] of errs) {
-        problems.push([markError(row, field, message), `${g.noun} ${i + 1}: ${message}`]);
+      for (const [field, message, atGroup] of errs) {
+        problems.push([markError(row, field, message, atGroup), `${g.noun} ${i + 1}: ${message}`]);
       }
     });
   }
@@ -321,7 +357,9 @@ function collect() {
   const events = [];
   for (const row of $("contact-list").children) {
     if (rowIsEmpty(row)) continue;
-    const c = { name: value(row, "name") };
+    const c = {};
+    if (value(row, "first-name")) c.first_name = value(row, "first-name");
+    if (value(row, "last-name")) c.last_name = value(row, "last-name");
     if (value(row, "phone")) c.phone = value(row, "phone");
     if (value(row, "email")) c.email = value(row, "email");
     c.category = value(row, "category");
@@ -379,7 +417,10 @@ function renderReview(s) {
   };
   section("Kontaktpersonen", s.contacts, (c, i) => {
     const box = el("div");
-    box.append(el("h4", { text: `Kontaktperson ${i + 1}: ${c.name}` }), dl([
+    const name = [c.first_name, c.last_name].filter(Boolean).join(" ");
+    box.append(el("h4", { text: `Kontaktperson ${i + 1}: ${name}` }), dl([
+      ["Vorname", c.first_name],
+      ["Nachname", c.last_name],
       ["Telefonnummer", c.phone],
       ["E-Mail-Adresse", c.email],
       ["Art des Kontakts", CATEGORY[c.category]],
