@@ -91,7 +91,10 @@ func newNetwork(t *testing.T) *network {
 	}
 	add("hd-1", pki.RoleHealthOffice, "submit")
 	add("vendor-a", pki.RoleProvider, "guest-lists", "admin")
-	d := ca.Directory(append(members, n.relay.Member())...)
+	// A member of role service that never runs: it is listed, so the
+	// documented _directory result must allow its role.
+	index := pkitest.Member(ca.Issue(t, pki.RoleService, "index"), "Location index", "location-search")
+	d := ca.Directory(append(members, index, n.relay.Member())...)
 	d.Permissions = []pki.Permission{
 		{Caller: "role:health-office", Callee: "role:provider", Services: []string{"guest-lists"}},
 		{Caller: "role:provider", Callee: "role:health-office", Services: []string{"submit"}},
