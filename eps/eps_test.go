@@ -124,10 +124,6 @@ func (n *network) start(t *testing.T, m *member, callback string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := proxy.New(proxy.Config{Identity: mustID(t, m.cert), Trust: trust, Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
 	cfg := eps.Config{
 		Identity: mustID(t, m.cert), Trust: trust, SealKeys: []pki.SealPrivateKey{m.seal}, Store: st,
 		Relays: func() []string { return []string{n.tap.addr} }, Callback: callback,
@@ -135,14 +131,13 @@ func (n *network) start(t *testing.T, m *member, callback string) {
 	}
 	if m.web != nil {
 		cfg.SealKeys = append(cfg.SealKeys, *m.web)
-		cfg.Links = &eps.LinkConfig{Routes: p, Certificate: m.wcert, Key: *m.web}
+		cfg.Links = &eps.LinkConfig{Certificate: m.wcert, Key: *m.web}
 	}
-	srv, err := eps.New(cfg)
+	ep, err := eps.NewEndpoint(cfg, proxy.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	m.srv = srv
-	pln := proxy.NewListener(256)
+	m.srv = ep.Server
 	ctx, cancel := context.WithCancel(context.Background())
 	lln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -150,27 +145,24 @@ func (n *network) start(t *testing.T, m *member, callback string) {
 	}
 	m.api = "http://" + lln.Addr().String()
 	var wg sync.WaitGroup
-	wg.Go(func() { p.Run(ctx) })
-	wg.Go(func() { srv.Run(ctx) })
-	wg.Go(func() { srv.ServePeer(pln) })
-	wg.Go(func() { srv.ServeLocal(lln) })
+	wg.Go(func() {
+		if err := ep.Serve(ctx, lln); err != nil {
+			t.Errorf("%s: Serve = %v", m.name, err)
+		}
+	})
 	t.Cleanup(func() {
 		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer scancel()
-		if err := srv.Shutdown(sctx); err != nil {
+		if err := ep.Server.Shutdown(sctx); err != nil {
 			t.Errorf("%s: Shutdown = %v", m.name, err)
 		}
-		p.Close()
+		ep.Close()
 		cancel()
 		wg.Wait()
 		st.Close()
 	})
-	name := m.name + "." + testNet
-	if err := p.AddRoute(t.Context(), proxy.Route{Name: name, Target: pln}); err != nil {
-		t.Fatal(err)
-	}
 	deadline := time.Now().Add(10 * time.Second)
-	for p.Registered(name) == 0 {
+	for ep.Registered() == 0 {
 		if time.Now().After(deadline) {
 			t.Fatal("route not registered")
 		}

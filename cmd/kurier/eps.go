@@ -131,19 +131,12 @@ func runEPS(c *cli.Context) error {
 	}
 	defer st.Close()
 	trust := pki.Trust{Roots: n.state.RootPool(), Directory: n.verifier}
-	px, err := proxy.New(proxy.Config{
-		Identity: n.identity, Trust: trust, DisableQUIC: c.Bool("disable-quic"), Logger: log, Registerer: n.reg,
-	})
-	if err != nil {
-		return err
-	}
 	var sealKeys []pki.SealPrivateKey
 	if !c.Bool("pass-sealed") { // then the software holds the key; the EPS never loads it
 		sealKeys = n.state.SealKeys()
 	}
-	links, err := linkConfig(c, n.state, px)
+	links, err := linkConfig(c, n.state)
 	if err != nil {
-		px.Close()
 		return err
 	}
 	var localHosts []string
@@ -152,25 +145,25 @@ func runEPS(c *cli.Context) error {
 			localHosts = append(localHosts, host)
 		}
 	}
-	srv, err := eps.New(eps.Config{
+	ep, err := eps.NewEndpoint(eps.Config{
 		Identity: n.identity, Trust: trust, SealKeys: sealKeys, Store: st,
 		Callback: c.String("callback"), CallbackToken: cbToken, PassSealed: c.Bool("pass-sealed"),
-		Token: token, LocalHosts: localHosts, Status: func() any { return px.Status() },
+		Token: token, LocalHosts: localHosts,
 		SyncTimeout: c.Duration("sync-timeout"), DefaultDeadline: c.Duration("default-deadline"),
 		Links: links, Logger: log, Registerer: n.reg,
-	})
+	}, proxy.Config{DisableQUIC: c.Bool("disable-quic")})
 	if err != nil {
-		px.Close()
 		return err
 	}
 	ln, err := net.Listen("tcp", c.String("listen"))
 	if err != nil {
+		ep.Close()
 		return fmt.Errorf("--listen: %w", err)
 	}
 	if host, _, _ := net.SplitHostPort(ln.Addr().String()); !net.ParseIP(host).IsLoopback() {
 		if token == "" {
 			ln.Close()
-			px.Close()
+			ep.Close()
 			return usagef("--listen %s is beyond loopback: --token-file is required (and --tls-cert recommended)", c.String("listen"))
 		}
 		log.Warn("the local API listens beyond loopback", "addr", ln.Addr().String())
@@ -179,6 +172,7 @@ func runEPS(c *cli.Context) error {
 		cert, err := tls.LoadX509KeyPair(c.String("tls-cert"), c.String("tls-key"))
 		if err != nil {
 			ln.Close()
+			ep.Close()
 			return fmt.Errorf("--tls-cert: %w", err)
 		}
 		ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
@@ -190,48 +184,25 @@ func runEPS(c *cli.Context) error {
 	g, ctx := errgroup.WithContext(c.Context)
 	if err := n.start(ctx, g); err != nil {
 		ln.Close()
-		px.Close()
+		ep.Close()
 		return errors.Join(err, g.Wait())
 	}
-	peers := proxy.NewListener(1024)
 	ready := func() error {
-		if !px.Status().Ready() {
+		if !ep.Proxy.Status().Ready() {
 			return errors.New("eps: no relay holds this member's route yet")
 		}
 		return nil
 	}
 	if err := n.serveAdmin(ctx, g, c.String("admin"), ready); err != nil {
 		ln.Close()
-		px.Close()
+		ep.Close()
 		return err
 	}
-	g.Go(func() error {
-		if err := px.Run(ctx); err != nil && !errors.Is(err, proxy.ErrClosed) && !errors.Is(err, context.Canceled) {
-			return err
-		}
-		return nil
-	})
-	g.Go(func() error { return srv.Run(ctx) })
-	g.Go(func() error {
-		if err := srv.ServePeer(peers); !errors.Is(err, eps.ErrServerClosed) {
-			return err
-		}
-		return nil
-	})
-	g.Go(func() error {
-		if err := srv.ServeLocal(ln); !errors.Is(err, eps.ErrServerClosed) {
-			return err
-		}
-		return nil
-	})
-	name := n.state.ID.DNSName()
-	if err := px.AddRoute(ctx, proxy.Route{Name: name, Target: peers}); err != nil {
-		return errors.Join(fmt.Errorf("route %s: %w", name, err), shutdownEPS(c, srv, px), g.Wait())
-	}
-	log.Info("endpoint server running", "api", ln.Addr().String(), "sni", name, "delivery", deliveryMode(c))
+	g.Go(func() error { return ep.Serve(ctx, ln) })
+	log.Info("endpoint server running", "api", ln.Addr().String(), "sni", n.state.ID.DNSName(), "delivery", deliveryMode(c))
 	g.Go(func() error {
 		<-ctx.Done()
-		return shutdownEPS(c, srv, px)
+		return shutdownEPS(c, ep)
 	})
 	err = g.Wait()
 	if errors.Is(err, context.Canceled) {
@@ -242,7 +213,7 @@ func runEPS(c *cli.Context) error {
 
 // linkConfig returns the one-time link configuration of --link-cert, or
 // nil without it.
-func linkConfig(c *cli.Context, st *pki.State, px *proxy.Proxy) (*eps.LinkConfig, error) {
+func linkConfig(c *cli.Context, st *pki.State) (*eps.LinkConfig, error) {
 	if c.String("link-cert") == "" {
 		return nil, nil
 	}
@@ -260,7 +231,7 @@ func linkConfig(c *cli.Context, st *pki.State, px *proxy.Proxy) (*eps.LinkConfig
 		return nil, fmt.Errorf("--link-cert is not valid for *.%s: %w", st.ID.DNSName(), err)
 	}
 	return &eps.LinkConfig{
-		Routes: px, Certificate: &cert, Key: *st.WebSeal, Port: c.Int("link-port"),
+		Certificate: &cert, Key: *st.WebSeal, Port: c.Int("link-port"),
 		DefaultTTL: c.Duration("link-ttl"), Service: c.String("link-service"),
 	}, nil
 }
@@ -272,19 +243,15 @@ func deliveryMode(c *cli.Context) string {
 	return "poll"
 }
 
-// shutdownEPS drains the endpoint server and then the proxy within the
+// shutdownEPS drains the endpoint server and then its proxy within the
 // drain timeout.
-func shutdownEPS(c *cli.Context, srv *eps.Server, px *proxy.Proxy) error {
+func shutdownEPS(c *cli.Context, ep *eps.Endpoint) error {
 	ctx, cancel := context.WithTimeout(context.Background(), c.Duration("drain-timeout"))
 	defer cancel()
-	err := srv.Shutdown(ctx)
-	if perr := px.Shutdown(ctx); err == nil && !errors.Is(perr, proxy.ErrClosed) {
-		err = perr
+	if err := ep.Shutdown(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		return err
 	}
-	if errors.Is(err, context.DeadlineExceeded) {
-		return nil // drained as far as the budget allowed
-	}
-	return err
+	return nil // drained, or as far as the budget allowed
 }
 
 // epsGOGC is the endpoint server's GOGC unless the environment sets one.

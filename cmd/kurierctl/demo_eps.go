@@ -39,8 +39,7 @@ import (
 type node struct {
 	name   string
 	st     *pki.State
-	srv    *eps.Server
-	proxy  *proxy.Proxy
+	ep     *eps.Endpoint
 	api    *sdk.Client
 	mux    *sdk.Mux
 	webPin string // links' certificate key, for a browser's --ignore-certificate-errors-spki-list
@@ -57,9 +56,6 @@ func (d *demo) startEPS(ctx context.Context, st *pki.State, v *pki.Verifier, lin
 	}
 	trust := pki.Trust{Roots: st.RootPool(), Directory: v}
 	log := d.log.With("member", n.name)
-	if n.proxy, err = proxy.New(proxy.Config{Identity: id, Trust: trust, Logger: log}); err != nil {
-		return nil, err
-	}
 	db, err := store.Open(store.Config{Path: filepath.Join(st.Dir, "eps.db"), Logger: log})
 	if err != nil {
 		return nil, err
@@ -84,9 +80,9 @@ func (d *demo) startEPS(ctx context.Context, st *pki.State, v *pki.Verifier, lin
 			return nil, err
 		}
 		n.webPin = pin
-		cfg.Links = &eps.LinkConfig{Routes: n.proxy, Certificate: cert, Key: *st.WebSeal, Port: relayPort}
+		cfg.Links = &eps.LinkConfig{Certificate: cert, Key: *st.WebSeal, Port: relayPort}
 	}
-	if n.srv, err = eps.New(cfg); err != nil {
+	if n.ep, err = eps.NewEndpoint(cfg, proxy.Config{}); err != nil {
 		db.Close()
 		cbLn.Close()
 		return nil, err
@@ -98,31 +94,27 @@ func (d *demo) startEPS(ctx context.Context, st *pki.State, v *pki.Verifier, lin
 		return nil, err
 	}
 	n.api = &sdk.Client{URL: "http://" + apiLn.Addr().String() + "/"}
-	peers := proxy.NewListener(256)
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
-	wg.Go(func() { n.proxy.Run(runCtx) })
-	wg.Go(func() { n.srv.Run(runCtx) })
-	wg.Go(func() { n.srv.ServePeer(peers) })
-	wg.Go(func() { n.srv.ServeLocal(apiLn) })
+	wg.Go(func() {
+		if err := n.ep.Serve(runCtx, apiLn); err != nil {
+			d.log.Error("endpoint server failed", "member", n.name, "err", err)
+		}
+	})
 	wg.Go(func() { cbSrv.Serve(cbLn) })
 	d.defer_(func() {
 		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer scancel()
-		n.srv.Shutdown(sctx)
-		n.proxy.Shutdown(sctx)
+		n.ep.Shutdown(sctx)
 		cbSrv.Shutdown(sctx)
 		cancel()
 		wg.Wait()
 		db.Close()
 	})
 	name := st.ID.DNSName()
-	if err := n.proxy.AddRoute(ctx, proxy.Route{Name: name, Target: peers}); err != nil {
-		return nil, err
-	}
-	for n.proxy.Registered(name) < 2 {
+	for n.ep.Registered() < 2 {
 		if time.Since(t0) > 15*time.Second {
-			return nil, fmt.Errorf("%s: route registered at %d of 2 relays after 15s", n.name, n.proxy.Registered(name))
+			return nil, fmt.Errorf("%s: route registered at %d of 2 relays after 15s", n.name, n.ep.Registered())
 		}
 		time.Sleep(5 * time.Millisecond)
 	}

@@ -166,8 +166,7 @@ type Member struct {
 
 // process is one run of a member's endpoint server and private proxy.
 type process struct {
-	srv    *eps.Server
-	proxy  *proxy.Proxy
+	ep     *eps.Endpoint
 	store  *store.Store
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -443,7 +442,7 @@ func (m *Member) Server() *eps.Server {
 	if m.proc == nil {
 		return nil
 	}
-	return m.proc.srv
+	return m.proc.ep.Server
 }
 
 func (m *Member) running() bool {
@@ -497,50 +496,33 @@ func (m *Member) start() (err error) {
 		tapAddr := n.tap.Addr()
 		cfg.Relays = func() []string { return []string{tapAddr} }
 	}
-	if p.proxy, err = proxy.New(proxy.Config{
-		Identity: id, Trust: n.Trust(), Logger: log,
-		BackoffMin: 20 * time.Millisecond, BackoffMax: 500 * time.Millisecond,
-	}); err != nil {
-		return err
-	}
+	pcfg := proxy.Config{BackoffMin: 20 * time.Millisecond, BackoffMax: 500 * time.Millisecond}
 	if m.web != nil {
 		_, port, _ := net.SplitHostPort(n.relayEnds.Public)
 		pn, _ := strconv.Atoi(port)
-		cfg.Links = &eps.LinkConfig{Routes: p.proxy, Certificate: m.webCert, Key: *m.web, Port: pn}
+		cfg.Links = &eps.LinkConfig{Certificate: m.webCert, Key: *m.web, Port: pn} // routes at the endpoint's proxy
 	}
 	if n.opts.Configure != nil {
 		n.opts.Configure(m.cfg.Name, &cfg)
 	}
-	if p.srv, err = eps.New(cfg); err != nil {
+	if p.ep, err = eps.NewEndpoint(cfg, pcfg); err != nil {
 		return err
 	}
 	lln, err := listenAt(addr)
 	if err != nil {
 		return fmt.Errorf("local API: %w", err)
 	}
-	pln := proxy.NewListener(256)
 	ctx, cancel := context.WithCancel(context.Background())
 	p.cancel = cancel
-	serve := func(what string, f func() error) {
-		p.wg.Go(func() {
-			if err := f(); err != nil && !errors.Is(err, eps.ErrServerClosed) && !errors.Is(err, proxy.ErrClosed) && !errors.Is(err, context.Canceled) {
-				n.t.Errorf("epstest: %s: %s: %v", m.cfg.Name, what, err)
-			}
-		})
-	}
-	serve("proxy", func() error { return p.proxy.Run(ctx) })
-	serve("delivery", func() error { return p.srv.Run(ctx) })
-	serve("peer API", func() error { return p.srv.ServePeer(pln) })
-	serve("local API", func() error { return p.srv.ServeLocal(lln) })
+	p.wg.Go(func() {
+		if err := p.ep.Serve(ctx, lln); err != nil {
+			n.t.Errorf("epstest: %s: %v", m.cfg.Name, err)
+		}
+	})
 	m.mu.Lock()
 	m.api, m.proc = lln.Addr().String(), p
 	m.mu.Unlock()
-
-	name := m.id.DNSName()
-	if err := p.proxy.AddRoute(context.Background(), proxy.Route{Name: name, Target: pln}); err != nil {
-		return err
-	}
-	return waitFor(func() bool { return p.proxy.Registered(name) > 0 })
+	return waitFor(func() bool { return p.ep.Registered() > 0 })
 }
 
 // stop stops the member's process: gracefully (Shutdown must return nil)
@@ -556,7 +538,7 @@ func (m *Member) stop(graceful bool) error {
 	var err error
 	if graceful {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		err = p.srv.Shutdown(ctx)
+		err = p.ep.Server.Shutdown(ctx) // the proxy closes below: peers' idle connections would hold its drain
 		cancel()
 	}
 	return errors.Join(err, p.close())
@@ -564,11 +546,8 @@ func (m *Member) stop(graceful bool) error {
 
 // close stops whatever of the process runs, and closes its store.
 func (p *process) close() error {
-	if p.srv != nil {
-		p.srv.Close()
-	}
-	if p.proxy != nil {
-		p.proxy.Close()
+	if p.ep != nil {
+		p.ep.Close()
 	}
 	if p.cancel != nil {
 		p.cancel()
