@@ -16,6 +16,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/kurier-net/kurier/cmd/internal/buildinfo"
+	"github.com/kurier-net/kurier/cmd/internal/cliflag"
 )
 
 func main() {
@@ -81,7 +82,9 @@ command line wins over its variable. See deploy/config/ for examples.`,
 			statusCommand(),
 		},
 	}
-	setEnvVars(app.Commands)
+	cliflag.SetEnvVars(app.Commands, func(path, flag string) string {
+		return envVar(path[strings.LastIndex(path, " ")+1:], flag) // the command's own name
+	})
 	return app
 }
 
@@ -105,29 +108,3 @@ func envVar(cmd, name string) string {
 }
 
 func envName(s string) string { return strings.ToUpper(strings.ReplaceAll(s, "-", "_")) }
-
-// setEnvVars gives every flag of cmds and their subcommands its environment
-// variable (envVar). It panics on a flag type it does not know, which the
-// tests catch before a release does.
-func setEnvVars(cmds []*cli.Command) {
-	for _, cmd := range cmds {
-		for _, f := range cmd.Flags {
-			v := []string{envVar(cmd.Name, f.Names()[0])}
-			switch f := f.(type) {
-			case *cli.StringFlag:
-				f.EnvVars = v
-			case *cli.BoolFlag:
-				f.EnvVars = v
-			case *cli.DurationFlag:
-				f.EnvVars = v
-			case *cli.IntFlag:
-				f.EnvVars = v
-			case *cli.StringSliceFlag:
-				f.EnvVars = v
-			default:
-				panic(fmt.Sprintf("kurier %s --%s: no environment variable for flag type %T", cmd.Name, f.Names()[0], f))
-			}
-		}
-		setEnvVars(cmd.Subcommands)
-	}
-}

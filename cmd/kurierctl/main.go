@@ -25,6 +25,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/kurier-net/kurier/cmd/internal/buildinfo"
+	"github.com/kurier-net/kurier/cmd/internal/cliflag"
 )
 
 func main() {
@@ -123,7 +124,12 @@ variable KURIER_CA_PASSPHRASE, else asked for on the terminal.`,
 	for _, c := range app.Commands {
 		setUsageHandlers(c)
 	}
-	setEnvVars(app.Commands, "")
+	cliflag.SetEnvVars(app.Commands, func(path, flag string) string {
+		if envCommands[path] {
+			return envVar(flag)
+		}
+		return "" // the others have at most --dir's $KURIER_CA_DIR, set by dirFlag
+	})
 	return app
 }
 
@@ -138,31 +144,6 @@ var envCommands = map[string]bool{"ca serve": true}
 // The prefix keeps them apart from kurier's KURIER_* variables.
 func envVar(name string) string {
 	return "KURIER_CA_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
-}
-
-// setEnvVars gives every flag of the envCommands among cmds (path is the
-// names of their parents) its environment variable. It panics on a flag
-// type it does not know, which the tests catch before a release does.
-func setEnvVars(cmds []*cli.Command, path string) {
-	for _, cmd := range cmds {
-		full := strings.TrimSpace(path + " " + cmd.Name)
-		if envCommands[full] {
-			for _, f := range cmd.Flags {
-				v := []string{envVar(f.Names()[0])}
-				switch f := f.(type) {
-				case *cli.StringFlag:
-					f.EnvVars = v
-				case *cli.DurationFlag:
-					f.EnvVars = v
-				case *cli.BoolFlag:
-					f.EnvVars = v
-				default:
-					panic(fmt.Sprintf("kurierctl %s --%s: no environment variable for flag type %T", full, f.Names()[0], f))
-				}
-			}
-		}
-		setEnvVars(cmd.Subcommands, full)
-	}
 }
 
 func onUsageError(_ *cli.Context, err error, _ bool) error {
