@@ -2,13 +2,12 @@ package sdk
 
 import (
 	"context"
-	"crypto/hpke"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 
 	"github.com/kurier-net/kurier/eps/seal"
-	"github.com/kurier-net/kurier/pki"
 )
 
 // SealFor seals params for a request to service of member to, so that the
@@ -45,49 +44,19 @@ func SealFor(ctx context.Context, c *Client, to, service string, params any) (*s
 		return nil, MessageID{}, fmt.Errorf("sdk: seal for %s.%s: encode params: %w", to, service, err)
 	}
 	id := NewMessageID()
-	env, err := sealUnsigned(key, seal.Context{Sender: dir.Self, Recipient: to, Service: service, Kind: seal.KindRequest, MessageID: id.String()}, pt)
-	if err != nil {
+	env, err := seal.SealUnsigned(key, seal.Context{Sender: dir.Self, Recipient: to, Service: service, Kind: seal.KindRequest, MessageID: id.String()}, pt)
+	if err == nil {
+		_, err = env.Marshal() // SealUnsigned does not check the encoded size
+	}
+	switch {
+	case errors.Is(err, seal.ErrTooLarge):
+		return nil, MessageID{}, fmt.Errorf("%w: seal for %s.%s: %w", ErrTooLarge, to, service, err)
+	case errors.Is(err, seal.ErrMalformed): // the context: an invalid service name
 		return nil, MessageID{}, fmt.Errorf("sdk: seal for %s.%s: %w", to, service, err)
+	case err != nil: // the key
+		return nil, MessageID{}, fmt.Errorf("%w: seal for %s.%s: %w", ErrSealed, to, service, err)
 	}
 	return env, id, nil
-}
-
-// sealUnsigned makes an eps/seal envelope (HPKE base mode, HKDF-SHA256,
-// ChaCha20-Poly1305) bound to ctx without a signature: the sender's
-// endpoint server signs it (seal.Sign). eps/seal offers no function for
-// this: its Seal leaves out the signature only for the anonymous sender.
-func sealUnsigned(to pki.SealKey, ctx seal.Context, plaintext []byte) (*seal.Envelope, error) {
-	if len(plaintext) > seal.MaxSize/4*3 {
-		return nil, fmt.Errorf("%w: params of %d bytes", ErrTooLarge, len(plaintext))
-	}
-	info, err := ctx.Info()
-	if err != nil {
-		return nil, err
-	}
-	kem, err := hpke.NewKEM(to.KEM)
-	if err != nil {
-		return nil, fmt.Errorf("%w: key %s: %v", ErrSealed, to.ID, err)
-	}
-	pk, err := kem.NewPublicKey(to.Public)
-	if err != nil {
-		return nil, fmt.Errorf("%w: key %s: %v", ErrSealed, to.ID, err)
-	}
-	enc, s, err := hpke.NewSender(pk, hpke.HKDFSHA256(), hpke.ChaCha20Poly1305(), info)
-	if err != nil {
-		return nil, fmt.Errorf("%w: key %s: %v", ErrSealed, to.ID, err)
-	}
-	ct, err := s.Seal(nil, plaintext)
-	if err != nil {
-		return nil, fmt.Errorf("%w: key %s: %v", ErrSealed, to.ID, err)
-	}
-	env := &seal.Envelope{V: 1, KEM: to.KEM, KDF: seal.KDFHKDFSHA256, AEAD: seal.AEADChaCha20Poly1305, KeyID: to.ID, Enc: enc, CT: ct}
-	if _, err := env.Marshal(); err != nil { // refuses what Parse would refuse
-		if len(ct) > seal.MaxSize/2 {
-			return nil, fmt.Errorf("%w: %w", ErrTooLarge, err)
-		}
-		return nil, err
-	}
-	return env, nil
 }
 
 // SendSealed sends an envelope from SealFor as the asynchronous request it
