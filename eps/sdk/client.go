@@ -174,12 +174,8 @@ func (c *Client) Wait(ctx context.Context, id MessageID) (*Delivery, error) {
 		if err != nil || d.State.Final() {
 			return d, err
 		}
-		t := time.NewTimer(delay)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !sleep(ctx, delay) {
 			return d, ctx.Err()
-		case <-t.C:
 		}
 		delay = min(2*delay, 2*time.Second)
 	}
