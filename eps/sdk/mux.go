@@ -62,7 +62,7 @@ type Mux struct {
 
 	mu        sync.RWMutex // guards the handler maps and status
 	handlers  map[string]HandlerFunc
-	responses map[string]ResponseFunc
+	responses map[string]HandlerFunc // ResponseFuncs, as HandlerFuncs
 	status    StatusFunc
 
 	flightMu sync.Mutex               // guards flights
@@ -73,35 +73,33 @@ type Mux struct {
 // if service is not a valid service name, h is nil, or service already has
 // a handler.
 func (mx *Mux) Handle(service string, h HandlerFunc) {
-	if err := pki.ValidServiceName(service); err != nil || h == nil {
-		panic(fmt.Sprintf("sdk: Mux.Handle(%q): invalid service name or nil handler", service))
-	}
-	mx.mu.Lock()
-	defer mx.mu.Unlock()
-	if _, dup := mx.handlers[service]; dup {
-		panic(fmt.Sprintf("sdk: Mux.Handle(%q): service has a handler already", service))
-	}
-	if mx.handlers == nil {
-		mx.handlers = map[string]HandlerFunc{}
-	}
-	mx.handlers[service] = h
+	mx.register(&mx.handlers, "Handle", service, h)
 }
 
 // HandleResponse registers h for responses to requests of service that
 // this member sent with Client.Send. It panics as Handle does.
 func (mx *Mux) HandleResponse(service string, h ResponseFunc) {
+	var hf HandlerFunc
+	if h != nil {
+		hf = func(ctx context.Context, m *Message) (any, error) { return nil, h(ctx, m) }
+	}
+	mx.register(&mx.responses, "HandleResponse", service, hf)
+}
+
+// register adds h for service to *hs, for the Mux method called method.
+func (mx *Mux) register(hs *map[string]HandlerFunc, method, service string, h HandlerFunc) {
 	if err := pki.ValidServiceName(service); err != nil || h == nil {
-		panic(fmt.Sprintf("sdk: Mux.HandleResponse(%q): invalid service name or nil handler", service))
+		panic(fmt.Sprintf("sdk: Mux.%s(%q): invalid service name or nil handler", method, service))
 	}
 	mx.mu.Lock()
 	defer mx.mu.Unlock()
-	if _, dup := mx.responses[service]; dup {
-		panic(fmt.Sprintf("sdk: Mux.HandleResponse(%q): service has a handler already", service))
+	if _, dup := (*hs)[service]; dup {
+		panic(fmt.Sprintf("sdk: Mux.%s(%q): service has a handler already", method, service))
 	}
-	if mx.responses == nil {
-		mx.responses = map[string]ResponseFunc{}
+	if *hs == nil {
+		*hs = map[string]HandlerFunc{}
 	}
-	mx.responses[service] = h
+	(*hs)[service] = h
 }
 
 // HandleStatus registers h for delivery reports, replacing any earlier
@@ -126,9 +124,7 @@ func (mx *Mux) handler(m *Message) HandlerFunc {
 	case KindRequest, KindNotification:
 		return mx.handlers[m.Service]
 	case KindResponse:
-		if rh := mx.responses[m.Service]; rh != nil {
-			return func(ctx context.Context, m *Message) (any, error) { return nil, rh(ctx, m) }
-		}
+		return mx.responses[m.Service]
 	}
 	return nil
 }
