@@ -269,7 +269,7 @@ func (s *Server) deliver(ctx context.Context, o store.Outgoing) {
 		fail(err.Error())
 		return
 	}
-	to := pki.ID{Network: s.self.Network, Role: m.Role, Name: m.Name}
+	to := s.memberID(m)
 	env, err := seal.Parse(o.Sealed)
 	if err != nil {
 		fail("stored envelope unreadable: " + err.Error())
@@ -455,7 +455,7 @@ func (s *Server) openIncoming(in store.Incoming) (*Item, error) {
 	if err != nil {
 		return nil, err
 	}
-	payload, err := s.openFrom(pki.ID{Network: s.self.Network, Role: m.Role, Name: m.Name}, wm)
+	payload, err := s.openFrom(s.memberID(m), wm)
 	if err != nil {
 		return nil, err
 	}

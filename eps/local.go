@@ -140,7 +140,7 @@ func (s *Server) target(to, service string, serviceCode int) (pki.ID, pki.SealKe
 	if err != nil {
 		return pki.ID{}, pki.SealKey{}, rpcErr(jsonrpc.CodeSealed, "%v", err)
 	}
-	return pki.ID{Network: snap.Dir.Network, Role: m.Role, Name: m.Name}, key, nil
+	return s.memberID(m), key, nil
 }
 
 // envelope seals params (or signs a software-sealed envelope) for a message.
@@ -482,7 +482,7 @@ func (s *Server) sendResponse(p sendParams) (any, error) {
 		}
 		corr := in.ID
 		resp = &wireMessage{ID: *p.MessageID, Kind: "response", Service: in.Service, CorrelationID: &corr, Deadline: deadline}
-		if err := s.envelope(pki.ID{Network: s.self.Network, Role: m.Role, Name: m.Name}, key, resp, nil, p.Sealed); err != nil {
+		if err := s.envelope(s.memberID(m), key, resp, nil, p.Sealed); err != nil {
 			return nil, err
 		}
 	} else {

@@ -247,7 +247,7 @@ func (s *Server) responseID(to string, req *wireMessage, answer []byte, deadline
 	if id.IsZero() {
 		id = store.NewID()
 	}
-	m, snap, err := s.memberEntry(to)
+	m, _, err := s.memberEntry(to)
 	if err != nil {
 		return nil, err
 	}
@@ -262,7 +262,6 @@ func (s *Server) responseID(to string, req *wireMessage, answer []byte, deadline
 		return nil, err
 	}
 	resp.Sealed = env
-	_ = snap
 	return resp, nil
 }
 

@@ -336,6 +336,11 @@ func (s *Server) memberEntry(name string) (*pki.Member, *pki.Snapshot, error) {
 	return m, snap, nil
 }
 
+// memberID is the identity of m, a member of this network.
+func (s *Server) memberID(m *pki.Member) pki.ID {
+	return pki.ID{Network: s.self.Network, Role: m.Role, Name: m.Name}
+}
+
 // sealKeyOf picks the recipient's seal key: the last listed ML-KEM hybrid
 // key (keys are sorted by id; a rotation adds a later id).
 func sealKeyOf(m *pki.Member) (pki.SealKey, error) {

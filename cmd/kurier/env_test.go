@@ -61,7 +61,6 @@ func TestEnvVarsSetFlags(t *testing.T) {
 	for _, proto := range newApp(nil, io.Discard, io.Discard).Commands {
 		t.Run(proto.Name, func(t *testing.T) {
 			want := map[string]any{}
-			var env []string
 			for i, f := range proto.Flags {
 				name := f.Names()[0]
 				var val string
@@ -87,7 +86,6 @@ func TestEnvVarsSetFlags(t *testing.T) {
 				}
 				v := envVar(proto.Name, name)
 				t.Setenv(v, val)
-				env = append(env, v)
 			}
 
 			got := runCaptured(t, proto.Name)

@@ -60,7 +60,7 @@ func serveEnrolRenew(t *testing.T, c *CA, ts *testServer, name string, key crypt
 	if pub, ok := key.Public().(interface{ Equal(crypto.PublicKey) bool }); !ok || !pub.Equal(cert.Leaf.PublicKey) {
 		t.Fatalf("issued certificate has a %v key, not the requested %T", cert.Leaf.PublicKeyAlgorithm, key)
 	}
-	if life := cert.Leaf.NotAfter.Sub(time.Now()); life < 23*time.Hour || life > 25*time.Hour {
+	if life := time.Until(cert.Leaf.NotAfter); life < 23*time.Hour || life > 25*time.Hour {
 		t.Errorf("certificate lifetime %s, want about 24h", life)
 	}
 	if _, err := pki.NewIdentity(cert); err != nil {
