@@ -571,8 +571,7 @@ func (o *Office) handleResponse(ctx context.Context, m *sdk.Message) error {
 	if err != nil {
 		return fmt.Errorf("%w: %w", sdk.ErrRetry, err)
 	}
-	var ans Answer
-	list, refusal := o.open(m, rec, self, &ans, log)
+	list, refusal := o.open(m, rec, self, log)
 	if err := o.update(id, func(r *Record) error {
 		if r.Request.Status != contactdata.StatusDataRequested {
 			return errDone // aborted meanwhile
@@ -616,8 +615,9 @@ var errDone = errors.New("guestlist: request no longer waits for an answer")
 
 // open reads a provider's answer: the guest list, checked against rec's
 // request, or why there is none.
-func (o *Office) open(m *sdk.Message, rec *Record, self string, ans *Answer, log *slog.Logger) (*contactdata.GuestList, *Refusal) {
-	if err := m.Result(ans); err != nil {
+func (o *Office) open(m *sdk.Message, rec *Record, self string, log *slog.Logger) (*contactdata.GuestList, *Refusal) {
+	var ans Answer
+	if err := m.Result(&ans); err != nil {
 		if e, ok := errors.AsType[*sdk.Error](err); ok {
 			return nil, refusalOf(e, true)
 		}

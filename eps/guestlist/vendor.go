@@ -332,7 +332,7 @@ func (v *Vendor) respond(ctx context.Context, m *sdk.Message, rec *VendorRecord,
 func (v *Vendor) handleNotice(ctx context.Context, m *sdk.Message) error {
 	log := v.log.With("peer", m.From, "message_id", m.ID.String())
 	var n Notice
-	if err := decodeStrict(m.Params, &n); err != nil {
+	if err := sdk.DecodeStrict(m.Params, &n); err != nil {
 		log.Warn("malformed guest-list notice dropped", "err", err)
 		return nil
 	}

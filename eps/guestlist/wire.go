@@ -154,10 +154,6 @@ func validationError(code int, prefix string, err error) *sdk.Error {
 	return sdk.NewError(code, strings.Join(msgs, "; "), fields)
 }
 
-// decodeStrict decodes b into v, refusing unknown members and trailing
-// data.
-func decodeStrict(b []byte, v any) error { return sdk.DecodeStrict(b, v) }
-
 // decodeRequest decodes and validates a RequestMessage: the DataRequest
 // strictly with contactdata, the key by its shape.
 func decodeRequest(params []byte) (*RequestMessage, error) {
@@ -165,7 +161,7 @@ func decodeRequest(params []byte) (*RequestMessage, error) {
 		Request json.RawMessage `json:"request"`
 		SealKey *pki.SealKey    `json:"seal_key"`
 	}
-	if err := decodeStrict(params, &raw); err != nil {
+	if err := sdk.DecodeStrict(params, &raw); err != nil {
 		return nil, err
 	}
 	if len(raw.Request) == 0 {
