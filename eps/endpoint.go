@@ -96,9 +96,9 @@ func (e *Endpoint) Serve(ctx context.Context, local net.Listener) error {
 		}
 		return nil
 	})
-	failed := make(chan error, 1)
 	if err := e.Proxy.AddRoute(gctx, proxy.Route{Name: e.route, Target: e.peers}); err != nil {
-		failed <- fmt.Errorf("route %s: %w", e.route, err)
+		e.Close()
+		return errors.Join(fmt.Errorf("route %s: %w", e.route, err), g.Wait())
 	}
 	// A part that fails takes the others down; a cancelled ctx does not,
 	// since the caller drains with Shutdown.
@@ -108,12 +108,6 @@ func (e *Endpoint) Serve(ctx context.Context, local net.Listener) error {
 		}
 	})
 	defer stop()
-	select {
-	case err := <-failed:
-		e.Close()
-		return errors.Join(err, g.Wait())
-	default:
-	}
 	return g.Wait()
 }
 
