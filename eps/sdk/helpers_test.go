@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -44,6 +45,46 @@ func openDedup(t *testing.T, path string) *sdk.Dedup {
 	}
 	t.Cleanup(func() { d.Close() })
 	return d
+}
+
+// responseMux returns a Mux that passes the responses to service submit
+// on to the channel returned.
+func responseMux(t *testing.T) (*sdk.Mux, <-chan *sdk.Message) {
+	responses := make(chan *sdk.Message, 4)
+	mx := &sdk.Mux{Logger: testLogger(t)}
+	mx.HandleResponse("submit", func(ctx context.Context, m *sdk.Message) error {
+		responses <- m
+		return nil
+	})
+	return mx, responses
+}
+
+// blockingMux returns a Mux with a Dedup whose handler of service submit
+// counts its runs, signals entered and waits for release (ignoring ctx:
+// the software finishes its work), then answers {"run": n}.
+func blockingMux(t *testing.T, runs *atomic.Int32, entered chan<- struct{}, release <-chan struct{}) *sdk.Mux {
+	mx := &sdk.Mux{Dedup: openDedup(t, ""), Logger: testLogger(t)}
+	mx.Handle("submit", func(ctx context.Context, m *sdk.Message) (any, error) {
+		n := runs.Add(1)
+		entered <- struct{}{}
+		<-release
+		return map[string]int32{"run": n}, nil
+	})
+	return mx
+}
+
+// checkAnsweredOnce checks that the next response answers id with the
+// result of the handler's first run, and that the handler ran once.
+func checkAnsweredOnce(t *testing.T, responses <-chan *sdk.Message, id sdk.MessageID, runs *atomic.Int32) {
+	t.Helper()
+	resp := receive(t, responses, "the response")
+	var res map[string]int32
+	if err := resp.Result(&res); err != nil || res["run"] != 1 || resp.CorrelationID != id {
+		t.Errorf("response %+v: %v, %v", resp, res, err)
+	}
+	if r := runs.Load(); r != 1 {
+		t.Errorf("the handler ran %d times, want 1", r)
+	}
 }
 
 // runPoller runs p until the returned stop is called or the test ends;

@@ -216,13 +216,8 @@ func TestPoller(t *testing.T) {
 		officeSaw <- seen{m.Kind, m.From, m.Sync, string(m.Params)}
 		return map[string]string{"case": "A-17", "from": m.From}, nil
 	})
-	responses := make(chan *sdk.Message, 4)
+	vendorMux, responses := responseMux(t)
 	reports := make(chan *sdk.Report, 4)
-	vendorMux := &sdk.Mux{Logger: testLogger(t)}
-	vendorMux.HandleResponse("submit", func(ctx context.Context, m *sdk.Message) error {
-		responses <- m
-		return nil
-	})
 	vendorMux.HandleStatus(func(ctx context.Context, r *sdk.Report) error {
 		reports <- r
 		return nil
@@ -283,21 +278,10 @@ func TestPoller(t *testing.T) {
 func TestDedupEPSRestartBetweenCallbackAndAck(t *testing.T) {
 	var runs atomic.Int32
 	entered, release := make(chan struct{}, 1), make(chan struct{})
-	officeMux := &sdk.Mux{Dedup: openDedup(t, ""), Logger: testLogger(t)}
-	officeMux.Handle("submit", func(ctx context.Context, m *sdk.Message) (any, error) {
-		n := runs.Add(1)
-		entered <- struct{}{}
-		<-release // ignores ctx: the software finishes its work
-		return map[string]int32{"run": n}, nil
-	})
+	officeMux := blockingMux(t, &runs, entered, release)
 	var callbacks atomic.Int32
 	cb := officeMux.Handler(sdk.CallbackOptions{Token: cbToken})
-	responses := make(chan *sdk.Message, 4)
-	vendorMux := &sdk.Mux{Logger: testLogger(t)}
-	vendorMux.HandleResponse("submit", func(ctx context.Context, m *sdk.Message) error {
-		responses <- m
-		return nil
-	})
+	vendorMux, responses := responseMux(t)
 	ms := epstest.DefaultMembers()
 	withCallback(ms, 0, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		callbacks.Add(1)
@@ -316,14 +300,7 @@ func TestDedupEPSRestartBetweenCallbackAndAck(t *testing.T) {
 	waitUntil(t, "the second delivery", func() bool { return callbacks.Load() >= 2 })
 	close(release)
 
-	resp := receive(t, responses, "the response")
-	var res map[string]int32
-	if err := resp.Result(&res); err != nil || res["run"] != 1 || resp.CorrelationID != id {
-		t.Errorf("response %+v: %v, %v", resp, res, err)
-	}
-	if r := runs.Load(); r != 1 {
-		t.Errorf("the handler ran %d times, want 1", r)
-	}
+	checkAnsweredOnce(t, responses, id, &runs)
 }
 
 // TestDedupPollerEPSRestart: as above with polling: the endpoint server's
@@ -332,19 +309,8 @@ func TestDedupEPSRestartBetweenCallbackAndAck(t *testing.T) {
 func TestDedupPollerEPSRestart(t *testing.T) {
 	var runs atomic.Int32
 	entered, release := make(chan struct{}, 1), make(chan struct{})
-	officeMux := &sdk.Mux{Dedup: openDedup(t, ""), Logger: testLogger(t)}
-	officeMux.Handle("submit", func(ctx context.Context, m *sdk.Message) (any, error) {
-		n := runs.Add(1)
-		entered <- struct{}{}
-		<-release
-		return map[string]int32{"run": n}, nil
-	})
-	responses := make(chan *sdk.Message, 4)
-	vendorMux := &sdk.Mux{Logger: testLogger(t)}
-	vendorMux.HandleResponse("submit", func(ctx context.Context, m *sdk.Message) error {
-		responses <- m
-		return nil
-	})
+	officeMux := blockingMux(t, &runs, entered, release)
+	vendorMux, responses := responseMux(t)
 	ms := epstest.DefaultMembers()
 	withCallback(ms, 1, vendorMux.Handler(sdk.CallbackOptions{Token: cbToken}))
 	n := epstest.New(t, epstest.Options{Members: ms})
@@ -361,14 +327,7 @@ func TestDedupPollerEPSRestart(t *testing.T) {
 	waitUntil(t, "the second delivery", func() bool { return rec.answersContaining([]byte(id.String())) >= 2 })
 	close(release)
 
-	resp := receive(t, responses, "the response")
-	var res map[string]int32
-	if err := resp.Result(&res); err != nil || res["run"] != 1 || resp.CorrelationID != id {
-		t.Errorf("response %+v: %v, %v", resp, res, err)
-	}
-	if r := runs.Load(); r != 1 {
-		t.Errorf("the handler ran %d times, want 1", r)
-	}
+	checkAnsweredOnce(t, responses, id, &runs)
 }
 
 // TestDedupSoftwareRestart: the software handles a message and records it,
@@ -376,12 +335,7 @@ func TestDedupPollerEPSRestart(t *testing.T) {
 // restarted software (the dedup file reopened) gets the message again and
 // acknowledges it with the recorded answer, without handling it again.
 func TestDedupSoftwareRestart(t *testing.T) {
-	responses := make(chan *sdk.Message, 4)
-	vendorMux := &sdk.Mux{Logger: testLogger(t)}
-	vendorMux.HandleResponse("submit", func(ctx context.Context, m *sdk.Message) error {
-		responses <- m
-		return nil
-	})
+	vendorMux, responses := responseMux(t)
 	ms := epstest.DefaultMembers()
 	withCallback(ms, 1, vendorMux.Handler(sdk.CallbackOptions{Token: cbToken}))
 	n := epstest.New(t, epstest.Options{Members: ms})
@@ -425,14 +379,7 @@ func TestDedupSoftwareRestart(t *testing.T) {
 		t.Fatalf("Handled after reopening = %v, %v", ok, err)
 	}
 	runPoller(t, &sdk.Poller{Client: client(n.Member("hd-1")), Mux: software(d2), Wait: time.Second})
-	resp := receive(t, responses, "the response")
-	var res map[string]int32
-	if err := resp.Result(&res); err != nil || res["run"] != 1 || resp.CorrelationID != id {
-		t.Errorf("response %+v: %v, %v", resp, res, err)
-	}
-	if r := runs.Load(); r != 1 {
-		t.Errorf("the handler ran %d times, want 1", r)
-	}
+	checkAnsweredOnce(t, responses, id, &runs)
 }
 
 // TestSealed: the vendor's software seals a payload itself; its endpoint
