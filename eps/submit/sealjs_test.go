@@ -111,9 +111,15 @@ func TestFixedSealChild(t *testing.T) {
 	fmt.Printf("\n%s%s\n", fixedSealMarker, b)
 }
 
+// knownSeal is a fixedSeal parsed: the envelope and its ephemeral key.
+type knownSeal struct {
+	env *seal.Envelope
+	eph *ecdh.PrivateKey
+}
+
 // fixedSeals runs TestFixedSealChild in a child process and returns its
 // envelopes by vector name, each checked to carry its ephemeral key.
-func fixedSeals(t *testing.T) map[string]fixedSeal {
+func fixedSeals(t *testing.T) map[string]knownSeal {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
@@ -132,7 +138,7 @@ func fixedSeals(t *testing.T) map[string]fixedSeal {
 	if err := json.Unmarshal([]byte(js), &seals); err != nil {
 		t.Fatal(err)
 	}
-	m := map[string]fixedSeal{}
+	m := map[string]knownSeal{}
 	for _, f := range seals {
 		env, err := seal.Parse(f.Envelope)
 		if err != nil {
@@ -145,7 +151,7 @@ func fixedSeals(t *testing.T) map[string]fixedSeal {
 		if !bytes.Equal(env.Enc, eph.PublicKey().Bytes()) {
 			t.Fatal("crypto/hpke no longer draws its ephemeral key first; cannot fix it for the known-answer test")
 		}
-		m[f.Name] = f
+		m[f.Name] = knownSeal{env: env, eph: eph}
 	}
 	return m
 }
@@ -253,20 +259,12 @@ func sealCases(t *testing.T) []*jsCase {
 		if !ok {
 			t.Fatalf("no known-answer envelope for %s", v.Name)
 		}
-		env, err := seal.Parse(f.Envelope)
-		if err != nil {
-			t.Fatal(err)
-		}
-		eph, err := ecdh.X25519().NewPrivateKey(f.Ephemeral)
-		if err != nil {
-			t.Fatal(err)
-		}
 		cases = append(cases, &jsCase{
 			Name:      "vector/" + v.Name,
 			To:        jsTarget(key.Public(), ctx, v.AEAD),
 			Plaintext: []byte(v.Plaintext),
-			Ephemeral: &jsEphemeral{Private: hex.EncodeToString(eph.Bytes()), Public: eph.PublicKey().Bytes()},
-			Want:      &jsonEnv{env},
+			Ephemeral: &jsEphemeral{Private: hex.EncodeToString(f.eph.Bytes()), Public: f.eph.PublicKey().Bytes()},
+			Want:      &jsonEnv{f.env},
 			key:       key,
 			ctx:       ctx,
 		})
