@@ -579,9 +579,7 @@ func TestBrowserSubmit(t *testing.T) {
 	checkA11y(t, p, "used link")
 	shot(p, "6-used")
 
-	if errs := b.errors(); len(errs) != 0 {
-		t.Errorf("the page reported errors:\n%s", strings.Join(errs, "\n"))
-	}
+	b.checkErrors(t)
 }
 
 // postFromPage seals {} in the page and posts it with the given secret; it
@@ -741,9 +739,7 @@ func TestBrowserKeyboardAndReflow(t *testing.T) {
 		t.Errorf("at 320px with errors shown the page is %dpx wide: it scrolls sideways", widths2.Scroll)
 	}
 	checkA11y(t, p, "320px with errors")
-	if errs := b.errors(); len(errs) != 0 {
-		t.Errorf("the page reported errors:\n%s", strings.Join(errs, "\n"))
-	}
+	b.checkErrors(t)
 }
 
 // TestBrowserNameRule checks the page's check of names against the
@@ -790,9 +786,7 @@ func TestBrowserNameRule(t *testing.T) {
 			}
 		}
 	}
-	if errs := b.errors(); len(errs) != 0 {
-		t.Errorf("the page reported errors:\n%s", strings.Join(errs, "\n"))
-	}
+	b.checkErrors(t)
 }
 
 // TestBrowserSealVectors runs kurier-seal.js in Chromium on the cases of
@@ -850,7 +844,5 @@ func TestBrowserSealVectors(t *testing.T) {
 			}
 		})
 	}
-	if errs := b.errors(); len(errs) != 0 {
-		t.Errorf("the page reported errors:\n%s", strings.Join(errs, "\n"))
-	}
+	b.checkErrors(t)
 }

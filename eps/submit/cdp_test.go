@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -273,11 +274,16 @@ func (b *browser) close() {
 	}
 }
 
-// errors returns the exceptions, console errors and CSP violations so far.
-func (b *browser) errors() []string {
+// checkErrors fails t if the page reported exceptions, console errors or
+// CSP violations so far.
+func (b *browser) checkErrors(t *testing.T) {
+	t.Helper()
 	b.mu.Lock()
-	defer b.mu.Unlock()
-	return append([]string(nil), b.errs...)
+	errs := slices.Clone(b.errs)
+	b.mu.Unlock()
+	if len(errs) != 0 {
+		t.Errorf("the page reported errors:\n%s", strings.Join(errs, "\n"))
+	}
 }
 
 // page is one tab.

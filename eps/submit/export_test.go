@@ -1,7 +1,6 @@
 package submit
 
 import (
-	"strings"
 	"testing"
 	"time"
 )
@@ -35,8 +34,6 @@ func SubmitInBrowser(t *testing.T, url, firstName, lastName string, flags ...str
 	p.tabTo("send", 3)
 	p.press("Space", 0)
 	p.waitFor(`!document.getElementById("step-done").hidden || !document.getElementById("step-dead").hidden`)
-	if errs := b.errors(); len(errs) != 0 {
-		t.Errorf("the page reported errors:\n%s", strings.Join(errs, "\n"))
-	}
+	b.checkErrors(t)
 	return p.text("step-done")
 }
