@@ -73,12 +73,17 @@ func edgeRule(s string) string {
 	return ""
 }
 
-// lineRule returns the first rule that s, a non-empty single line of text of
-// at most max characters, breaks, or "".
+// textRule returns the first rule that s, non-empty text of at most max
+// characters, breaks, or "". A single line (multiline false) has no
+// control characters and no line or paragraph separator; text of several
+// lines may also have tab, CR and LF, and U+2028 and U+2029 but not at the
+// start or end.
 //
 // Schema: $defs/line: ^E(L*E)?$ where L is any character but Cc, Zl, Zp,
 // bidi controls and U+FFFD, and E is L less the separators (Z).
-func lineRule(s string, max int) string {
+// $defs/text: ^E((T|M)*E)?$ with M any character but Cc, bidi controls and
+// U+FFFD, and T tab, CR and LF.
+func textRule(s string, max int, multiline bool) string {
 	if !utf8.ValidString(s) {
 		return ruleUTF8
 	}
@@ -87,32 +92,9 @@ func lineRule(s string, max int) string {
 	}
 	for _, r := range s {
 		switch {
-		case unicode.IsControl(r) || r == '\u2028' || r == '\u2029':
+		case !multiline && (unicode.IsControl(r) || r == '\u2028' || r == '\u2029'):
 			return ruleOneLine
-		case isBidiControl(r):
-			return ruleBidi
-		case r == utf8.RuneError:
-			return ruleReplacement
-		}
-	}
-	return edgeRule(s)
-}
-
-// textRule is lineRule for text of several lines: tab, CR and LF are
-// allowed, and so are U+2028 and U+2029, but not at the start or end.
-//
-// Schema: $defs/text: ^E((T|M)*E)?$ with M any character but Cc, bidi
-// controls and U+FFFD, and T tab, CR and LF.
-func textRule(s string, max int) string {
-	if !utf8.ValidString(s) {
-		return ruleUTF8
-	}
-	if utf8.RuneCountInString(s) > max {
-		return ruleMaxChars(max)
-	}
-	for _, r := range s {
-		switch {
-		case unicode.IsControl(r) && r != '\t' && r != '\n' && r != '\r':
+		case multiline && unicode.IsControl(r) && r != '\t' && r != '\n' && r != '\r':
 			return ruleControl
 		case isBidiControl(r):
 			return ruleBidi
@@ -349,9 +331,9 @@ func (c *checker) optional(path, name, s string, rule func(string) string) {
 }
 
 func line(max int) func(string) string {
-	return func(s string) string { return lineRule(s, max) }
+	return func(s string) string { return textRule(s, max, false) }
 }
 
 func text(max int) func(string) string {
-	return func(s string) string { return textRule(s, max) }
+	return func(s string) string { return textRule(s, max, true) }
 }
