@@ -541,22 +541,24 @@ func (o *Office) WaitDelivered(ctx context.Context, id string) (*Record, error) 
 // change another request: it is found by the id of the request message it
 // answers, and must come from that request's provider.
 func (o *Office) handleResponse(ctx context.Context, m *sdk.Message) error {
-	var id string
+	var rec *Record
 	err := o.db.View(func(tx *bolt.Tx) error {
-		id = string(tx.Bucket(bucketMessages).Get(m.CorrelationID[:]))
-		return nil
+		id := tx.Bucket(bucketMessages).Get(m.CorrelationID[:])
+		if id == nil {
+			return nil
+		}
+		var err error
+		rec, err = getRecord(tx, string(id))
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("%w: %w", sdk.ErrRetry, closedErr(err))
 	}
-	if id == "" {
+	if rec == nil {
 		o.log.Warn("answer to no request of ours; dropped", "peer", m.From, "correlation_id", m.CorrelationID.String())
 		return nil
 	}
-	rec, err := o.Get(id)
-	if err != nil {
-		return fmt.Errorf("%w: %w", sdk.ErrRetry, err)
-	}
+	id := rec.Request.ID
 	log := o.log.With("request", id, "peer", m.From, "message_id", m.ID.String())
 	if m.From != rec.Request.Provider {
 		log.Warn("answer from another member than the request's provider; dropped")
