@@ -599,15 +599,6 @@ func postFromPage(t *testing.T, p *page, l *Link, secret string) int {
 	return status
 }
 
-func mustJSON(t *testing.T, v any) string {
-	t.Helper()
-	b, err := json.MarshalIndent(v, "", "  ")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
-}
-
 func TestBrowserWrongSecret(t *testing.T) {
 	s := serveSite(t, time.Now())
 	b := startBrowser(t, s.flags...)

@@ -84,16 +84,8 @@ func FuzzParseSubmission(f *testing.F) {
 		if err != nil {
 			t.Fatalf("re-encoded submission refused: %v\n%s", err, again)
 		}
-		if a, b := mustMarshal(t, s), mustMarshal(t, s2); a != b {
+		if a, b := mustJSON(t, s), mustJSON(t, s2); a != b {
 			t.Fatalf("round trip changed it:\n%s\n%s", a, b)
 		}
 	})
-}
-
-func mustMarshal(t *testing.T, v any) string {
-	b, err := json.Marshal(v)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
 }

@@ -113,6 +113,16 @@ func browserVectors(t *testing.T) []vector {
 	return out
 }
 
+// mustJSON encodes v as indented JSON.
+func mustJSON(t *testing.T, v any) string {
+	t.Helper()
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
 // lookPath finds a program the test needs, or fails the test saying how to
 // get it. Tests of the page must run in CI, so a missing tool is a failure,
 // not a skip.
