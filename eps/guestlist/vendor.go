@@ -205,7 +205,7 @@ func (v *Vendor) Handle(ctx context.Context, m *sdk.Message) (any, error) {
 
 func (v *Vendor) handleRequest(ctx context.Context, m *sdk.Message) (any, error) {
 	log := v.log.With("peer", m.From, "message_id", m.ID.String())
-	dir, err := v.cfg.Client.Directory(ctx)
+	dir, err := v.cfg.Client.DirectoryOf(ctx, m.From)
 	if err != nil {
 		return nil, fmt.Errorf("%w: directory: %w", sdk.ErrRetry, err)
 	}

@@ -379,7 +379,7 @@ func (ix *Index) callerRole(ctx context.Context, from string, want pki.Role) err
 	if ix.cfg.Client == nil {
 		return nil
 	}
-	d, err := ix.cfg.Client.Directory(ctx)
+	d, err := ix.cfg.Client.DirectoryOf(ctx, from)
 	if err != nil {
 		return fmt.Errorf("look up %s in the directory: %w: %w", from, sdk.ErrRetry, err)
 	}

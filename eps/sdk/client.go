@@ -184,10 +184,14 @@ func (c *Client) Wait(ctx context.Context, id MessageID) (*Delivery, error) {
 // Directory returns the directory: the active members, their services,
 // the services this member may call and their seal keys.
 func (c *Client) Directory(ctx context.Context) (*Directory, error) {
-	return c.directory(ctx, "")
+	return c.DirectoryOf(ctx, "")
 }
 
-func (c *Client) directory(ctx context.Context, member string) (*Directory, error) {
+// DirectoryOf returns the directory as Directory does, but with only
+// member's entry in Members, or none if member is not an active member:
+// for a handler that needs the caller's entry, much less to fetch than
+// every member's seal keys. An empty member lists every member.
+func (c *Client) DirectoryOf(ctx context.Context, member string) (*Directory, error) {
 	var p any
 	if member != "" {
 		p = map[string]string{"member": member}

@@ -24,7 +24,7 @@ import (
 // ErrNotAllowed (the directory does not let this member call the
 // service), ErrSealed (to has no seal key), ErrTooLarge.
 func SealFor(ctx context.Context, c *Client, to, service string, params any) (*seal.Envelope, MessageID, error) {
-	dir, err := c.directory(ctx, to)
+	dir, err := c.DirectoryOf(ctx, to)
 	if err != nil {
 		return nil, MessageID{}, err
 	}
