@@ -18,15 +18,17 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kurier-net/kurier/cmd/internal/deploytest"
 )
 
 // envFileVars returns the variables an env file sets.
 func envFileVars(t *testing.T, file string) map[string]string {
 	t.Helper()
 	out := map[string]string{}
-	for _, l := range readEnvFile(t, filepath.Join(deployDir, "config", file)) {
-		if l.active {
-			out[l.key] = l.value
+	for _, l := range deploytest.ReadEnvFile(t, filepath.Join(deployDir, "config", file)) {
+		if l.Active {
+			out[l.Key] = l.Value
 		}
 	}
 	return out

@@ -7,7 +7,6 @@ package main
 import (
 	"bufio"
 	"encoding/json"
-	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -18,53 +17,11 @@ import (
 	"time"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/kurier-net/kurier/cmd/internal/deploytest"
 )
 
 const deployDir = "../../deploy"
-
-// envLine is one variable of an env file: set, or commented out to show
-// its default.
-type envLine struct {
-	key, value string
-	active     bool
-	line       int
-}
-
-var envLineRE = regexp.MustCompile(`^(#?)([A-Z][A-Z0-9_]*)=(.*)$`)
-
-// readEnvFile parses an env file and checks that every variable is
-// documented: the nearest line above it that is not a variable is a comment.
-func readEnvFile(t *testing.T, path string) []envLine {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lines := strings.Split(string(b), "\n")
-	var out []envLine
-	for i, l := range lines {
-		m := envLineRE.FindStringSubmatch(l)
-		if m == nil {
-			if strings.HasPrefix(l, "#") || strings.TrimSpace(l) == "" {
-				continue
-			}
-			t.Errorf("%s:%d: neither a comment nor VAR=value: %q", path, i+1, l)
-			continue
-		}
-		if strings.ContainsAny(m[3], `"'`) {
-			t.Errorf("%s:%d: quoted value; systemd and compose read quotes differently", path, i+1)
-		}
-		out = append(out, envLine{key: m[2], value: m[3], active: m[1] == "", line: i + 1})
-		j := i - 1
-		for j >= 0 && envLineRE.MatchString(lines[j]) {
-			j--
-		}
-		if j < 0 || !strings.HasPrefix(lines[j], "# ") {
-			t.Errorf("%s:%d: $%s has no comment above it", path, i+1, m[2])
-		}
-	}
-	return out
-}
 
 // flagsOf returns the command's flags by environment variable.
 func flagsOf(t *testing.T, command string) map[string]cli.Flag {
@@ -82,37 +39,11 @@ func flagsOf(t *testing.T, command string) map[string]cli.Flag {
 	return nil
 }
 
-// parseWithEnv runs kurier's real parser on args with exactly env set (all
-// other KURIER_ variables cleared) and returns what the command's action
-// would see, flag by flag.
+// parseWithEnv runs kurier's real parser on args with exactly env set and
+// returns what the command's action would see, flag by flag.
 func parseWithEnv(t *testing.T, env map[string]string, args ...string) (map[string]string, error) {
 	t.Helper()
-	for _, kv := range os.Environ() {
-		if k, _, _ := strings.Cut(kv, "="); strings.HasPrefix(k, "KURIER_") {
-			t.Setenv(k, "")
-			os.Unsetenv(k)
-		}
-	}
-	for k, v := range env {
-		t.Setenv(k, v)
-	}
-	var stderr strings.Builder
-	app := newApp(nil, io.Discard, &stderr)
-	got := map[string]string{}
-	for _, cmd := range app.Commands {
-		cmd.Action = func(c *cli.Context) error {
-			for _, f := range cmd.Flags {
-				n := f.Names()[0]
-				got[n] = fmt.Sprint(c.Value(n))
-			}
-			return nil
-		}
-	}
-	err := app.Run(args)
-	if err != nil {
-		err = fmt.Errorf("%w %s", err, stderr.String())
-	}
-	return got, err
+	return deploytest.Parse(t, func(stderr io.Writer) *cli.App { return newApp(nil, io.Discard, stderr) }, env, args...)
 }
 
 // runtimeEnvFiles maps each example configuration to its command.
@@ -126,21 +57,21 @@ func TestDeployEnvFiles(t *testing.T) {
 	for file, command := range runtimeEnvFiles {
 		t.Run(file, func(t *testing.T) {
 			path := filepath.Join(deployDir, "config", file)
-			lines := readEnvFile(t, path)
+			lines := deploytest.ReadEnvFile(t, path)
 			flags := flagsOf(t, command)
 			seen := map[string]bool{}
 			active := map[string]string{}
 			for _, l := range lines {
-				if _, ok := flags[l.key]; !ok {
-					t.Errorf("%s:%d: $%s is no flag of kurier %s", path, l.line, l.key, command)
+				if _, ok := flags[l.Key]; !ok {
+					t.Errorf("%s:%d: $%s is no flag of kurier %s", path, l.Line, l.Key, command)
 					continue
 				}
-				if seen[l.key] {
-					t.Errorf("%s:%d: $%s appears twice", path, l.line, l.key)
+				if seen[l.Key] {
+					t.Errorf("%s:%d: $%s appears twice", path, l.Line, l.Key)
 				}
-				seen[l.key] = true
-				if l.active {
-					active[l.key] = l.value
+				seen[l.Key] = true
+				if l.Active {
+					active[l.Key] = l.Value
 				}
 			}
 			for v, f := range flags {
@@ -157,13 +88,13 @@ func TestDeployEnvFiles(t *testing.T) {
 				t.Fatal(err)
 			}
 			for _, l := range lines {
-				if l.active || flags[l.key] == nil {
+				if l.Active || flags[l.Key] == nil {
 					continue
 				}
-				got, err := parseWithEnv(t, map[string]string{l.key: l.value}, "kurier", command)
-				name := flags[l.key].Names()[0]
+				got, err := parseWithEnv(t, map[string]string{l.Key: l.Value}, "kurier", command)
+				name := flags[l.Key].Names()[0]
 				if err != nil || got[name] != defaults[name] {
-					t.Errorf("%s:%d: #%s=%s is not the default of --%s (%q): %q, %v", path, l.line, l.key, l.value, name, defaults[name], got[name], err)
+					t.Errorf("%s:%d: #%s=%s is not the default of --%s (%q): %q, %v", path, l.Line, l.Key, l.Value, name, defaults[name], got[name], err)
 				}
 			}
 		})
@@ -203,9 +134,9 @@ func TestDeploySystemdUnits(t *testing.T) {
 				t.Errorf("EnvironmentFile=%q, want /etc/kurier/%s", got, file)
 			}
 			env := map[string]string{}
-			for _, l := range readEnvFile(t, filepath.Join(deployDir, "config", file)) {
-				if l.active {
-					env[l.key] = l.value
+			for _, l := range deploytest.ReadEnvFile(t, filepath.Join(deployDir, "config", file)) {
+				if l.Active {
+					env[l.Key] = l.Value
 				}
 			}
 			argv := append([]string{"kurier"}, strings.Fields(u["ExecStart"][0])[1:]...)
@@ -339,9 +270,9 @@ func TestDeployCompose(t *testing.T) {
 				if want := "./config/kurier-" + command + ".env"; f != want {
 					t.Errorf("%s: env_file %s, want %s", name, f, want)
 				}
-				for _, l := range readEnvFile(t, filepath.Join(deployDir, f)) {
-					if l.active {
-						env[l.key] = l.value
+				for _, l := range deploytest.ReadEnvFile(t, filepath.Join(deployDir, f)) {
+					if l.Active {
+						env[l.Key] = l.Value
 					}
 				}
 			}

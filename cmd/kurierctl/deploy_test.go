@@ -5,7 +5,7 @@ package main
 
 import (
 	"bytes"
-	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -14,56 +14,27 @@ import (
 	"testing"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/kurier-net/kurier/cmd/internal/deploytest"
 )
 
 const deployDir = "../../deploy"
 
-// parseCtl runs kurierctl's real parser on args with exactly env set (other
-// KURIER_ variables cleared) and every action replaced by one that records
-// the flags' values.
+// parseCtl runs kurierctl's real parser on args with exactly env set and
+// returns the flags' values as the command's action would see them.
 func parseCtl(t *testing.T, env map[string]string, args ...string) (map[string]string, error) {
 	t.Helper()
-	for _, kv := range os.Environ() {
-		if k, _, _ := strings.Cut(kv, "="); strings.HasPrefix(k, "KURIER_") {
-			t.Setenv(k, "")
-			os.Unsetenv(k)
-		}
+	c := newCLITest(t)
+	newApp := func(stderr io.Writer) *cli.App {
+		e := c.env(nil, nil)
+		e.stderr = stderr
+		return e.app()
 	}
-	for k, v := range env {
-		t.Setenv(k, v)
-	}
-	var stdout, stderr bytes.Buffer
-	app := newCLITest(t).env(&stdout, &stderr).app()
-	got := map[string]string{}
-	var capture func(cmds []*cli.Command)
-	capture = func(cmds []*cli.Command) {
-		for _, cmd := range cmds {
-			if len(cmd.Subcommands) == 0 {
-				cmd.Action = func(c *cli.Context) error {
-					for _, f := range cmd.Flags {
-						got[f.Names()[0]] = fmt.Sprint(c.Value(f.Names()[0]))
-					}
-					return nil
-				}
-			}
-			capture(cmd.Subcommands)
-		}
-	}
-	capture(app.Commands)
-	if err := app.Run(reorderArgs(app, args)); err != nil {
-		return nil, fmt.Errorf("%w %s", err, stderr.String())
-	}
-	return got, nil
+	return deploytest.Parse(t, newApp, env, reorderArgs(newApp(io.Discard), args)...)
 }
-
-var envRE = regexp.MustCompile(`^(#?)([A-Z][A-Z0-9_]*)=(.*)$`)
 
 func TestDeployCAConfig(t *testing.T) {
 	path := filepath.Join(deployDir, "config", "kurierctl-ca.env")
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
 	serve := map[string]string{} // variable → flag
 	for _, c := range newCLITest(t).env(nil, nil).app().Commands[0].Subcommands {
 		if c.Name == "serve" {
@@ -78,28 +49,20 @@ func TestDeployCAConfig(t *testing.T) {
 	}
 	active := map[string]string{}
 	seen := map[string]bool{}
-	lines := strings.Split(string(b), "\n")
-	for i, l := range lines {
-		m := envRE.FindStringSubmatch(l)
-		if m == nil {
-			continue
-		}
-		flag, ok := serve[m[2]]
+	for _, l := range deploytest.ReadEnvFile(t, path) {
+		flag, ok := serve[l.Key]
 		if !ok {
-			t.Errorf("%s:%d: $%s is no flag of kurierctl ca serve", path, i+1, m[2])
+			t.Errorf("%s:%d: $%s is no flag of kurierctl ca serve", path, l.Line, l.Key)
 			continue
 		}
-		seen[m[2]] = true
-		if !strings.HasPrefix(lines[i-1], "# ") {
-			t.Errorf("%s:%d: $%s has no comment above it", path, i+1, m[2])
-		}
-		if m[1] == "" {
-			active[m[2]] = m[3]
+		seen[l.Key] = true
+		if l.Active {
+			active[l.Key] = l.Value
 			continue
 		}
-		got, err := parseCtl(t, map[string]string{m[2]: m[3]}, "kurierctl", "ca", "serve")
+		got, err := parseCtl(t, map[string]string{l.Key: l.Value}, "kurierctl", "ca", "serve")
 		if err != nil || got[flag] != defaults[flag] {
-			t.Errorf("%s:%d: #%s=%s is not the default of --%s (%q): %q, %v", path, i+1, m[2], m[3], flag, defaults[flag], got[flag], err)
+			t.Errorf("%s:%d: #%s=%s is not the default of --%s (%q): %q, %v", path, l.Line, l.Key, l.Value, flag, defaults[flag], got[flag], err)
 		}
 	}
 	for v, f := range serve {
