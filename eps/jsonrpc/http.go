@@ -44,10 +44,10 @@ var _ slog.LogValuer = Token("")
 //
 // An HTTPHandler is safe for concurrent use.
 type HTTPHandler struct {
-	h         HandlerFunc
-	opts      Options // defaults filled
-	log       *slog.Logger
-	tokenHash [sha256.Size]byte // of opts.Token, if set
+	h     HandlerFunc
+	opts  Options // defaults filled
+	log   *slog.Logger
+	token Bearer // opts.Token, if set
 }
 
 var _ http.Handler = (*HTTPHandler)(nil)
@@ -70,7 +70,7 @@ func NewHTTPHandler(h HandlerFunc, opts Options) (*HTTPHandler, error) {
 	if opts.Token != "" {
 		// Compare hashes so the comparison takes the same time whatever the
 		// length of the token presented.
-		hh.tokenHash = sha256.Sum256([]byte(opts.Token))
+		hh.token = NewBearer(string(opts.Token))
 	}
 	return hh, nil
 }
@@ -92,7 +92,7 @@ func (hh *HTTPHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusUnauthorized, NewError(CodeNotAllowed, "missing or wrong bearer token"))
 		return
 	}
-	if !isJSON(r.Header.Get("Content-Type")) {
+	if !IsJSON(r.Header.Get("Content-Type")) {
 		w.Header().Set("Accept", "application/json")
 		writeError(w, http.StatusUnsupportedMediaType, NewError(CodeInvalidRequest, "Content-Type must be application/json"))
 		return
@@ -129,6 +129,20 @@ func (hh *HTTPHandler) authorized(r *http.Request) (ok, presented bool) {
 	if hh.opts.Token == "" {
 		return true, false
 	}
+	return hh.token.Check(r)
+}
+
+// Bearer is a bearer token kept as its SHA-256 digest.
+type Bearer [sha256.Size]byte
+
+// NewBearer returns token's Bearer.
+func NewBearer(token string) Bearer { return sha256.Sum256([]byte(token)) }
+
+// Check reports whether r carries exactly one "Authorization: Bearer
+// <token>" header with this token, and whether it presented any bearer
+// token at all. It compares digests, so the time taken does not depend on
+// what was presented.
+func (b *Bearer) Check(r *http.Request) (ok, presented bool) {
 	vals := r.Header.Values("Authorization")
 	if len(vals) != 1 { // none, or ambiguous
 		return false, len(vals) > 0
@@ -138,11 +152,11 @@ func (hh *HTTPHandler) authorized(r *http.Request) (ok, presented bool) {
 		return false, false
 	}
 	sum := sha256.Sum256([]byte(strings.TrimSpace(tok)))
-	return subtle.ConstantTimeCompare(sum[:], hh.tokenHash[:]) == 1, true
+	return subtle.ConstantTimeCompare(sum[:], b[:]) == 1, true
 }
 
-// isJSON reports whether a Content-Type value is application/json in UTF-8.
-func isJSON(contentType string) bool {
+// IsJSON reports whether a Content-Type value is application/json in UTF-8.
+func IsJSON(contentType string) bool {
 	mt, params, err := mime.ParseMediaType(contentType)
 	if err != nil || mt != "application/json" {
 		return false

@@ -1,8 +1,6 @@
 package sdk
 
 import (
-	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,7 +8,6 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/kurier-net/kurier/eps/jsonrpc"
@@ -65,15 +62,15 @@ func (mx *Mux) Handler(opts CallbackOptions) http.Handler {
 	}
 	h := &callbackHandler{mx: mx, opts: opts}
 	if opts.Token != "" {
-		h.tokenHash = sha256.Sum256([]byte(opts.Token))
+		h.token = jsonrpc.NewBearer(string(opts.Token))
 	}
 	return h
 }
 
 type callbackHandler struct {
-	mx        *Mux
-	opts      CallbackOptions
-	tokenHash [sha256.Size]byte
+	mx    *Mux
+	opts  CallbackOptions
+	token jsonrpc.Bearer
 }
 
 func (h *callbackHandler) log() *slog.Logger {
@@ -83,8 +80,7 @@ func (h *callbackHandler) log() *slog.Logger {
 	return h.mx.logger()
 }
 
-// authorized reports whether r carries the token. Hashing first makes the
-// comparison take the same time whatever the length presented.
+// authorized reports whether r carries the token.
 func (h *callbackHandler) authorized(r *http.Request) bool {
 	if h.opts.Token == "" {
 		if !h.opts.NoToken {
@@ -92,16 +88,8 @@ func (h *callbackHandler) authorized(r *http.Request) bool {
 		}
 		return h.opts.NoToken
 	}
-	vals := r.Header.Values("Authorization")
-	if len(vals) != 1 {
-		return false
-	}
-	scheme, tok, ok := strings.Cut(vals[0], " ")
-	if !ok || !strings.EqualFold(scheme, "Bearer") {
-		return false
-	}
-	sum := sha256.Sum256([]byte(strings.TrimSpace(tok)))
-	return subtle.ConstantTimeCompare(sum[:], h.tokenHash[:]) == 1
+	ok, _ := h.token.Check(r)
+	return ok
 }
 
 func (h *callbackHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {

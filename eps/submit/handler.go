@@ -28,21 +28,18 @@ package submit
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"crypto/subtle"
 	"embed"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"mime"
 	"net/http"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
+	"github.com/kurier-net/kurier/eps/jsonrpc"
 	"github.com/kurier-net/kurier/eps/seal"
 	"github.com/kurier-net/kurier/pki"
 	"github.com/prometheus/client_golang/prometheus"
@@ -102,12 +99,12 @@ type Config struct {
 // concurrent use. It sets no server timeouts: the http.Server it runs in
 // must (ReadHeaderTimeout, ReadTimeout, IdleTimeout).
 type LinkHandler struct {
-	cfg        Config // immutable after Handler
-	secretHash [32]byte
-	info       []byte // body of PathLinkInfo
-	assets     map[string]asset
-	log        *slog.Logger
-	m          *metrics
+	cfg    Config // immutable after Handler
+	secret jsonrpc.Bearer
+	info   []byte // body of PathLinkInfo
+	assets map[string]asset
+	log    *slog.Logger
+	m      *metrics
 
 	mu    sync.Mutex // guards state
 	state linkState
@@ -192,13 +189,13 @@ func Handler(cfg Config) (*LinkHandler, error) {
 		return nil, fmt.Errorf("submit: encode link info: %w", err)
 	}
 	h := &LinkHandler{
-		cfg:        cfg,
-		secretHash: sha256.Sum256([]byte(l.Secret)),
-		info:       info,
-		assets:     make(map[string]asset, len(assetTypes)),
-		log:        log.With("component", "submit", "label", l.Label),
-		m:          m,
-		done:       make(chan struct{}),
+		cfg:    cfg,
+		secret: jsonrpc.NewBearer(string(l.Secret)),
+		info:   info,
+		assets: make(map[string]asset, len(assetTypes)),
+		log:    log.With("component", "submit", "label", l.Label),
+		m:      m,
+		done:   make(chan struct{}),
 	}
 	for name, ctype := range assetTypes {
 		b, err := static.ReadFile("static/" + name)
@@ -287,7 +284,7 @@ func (h *LinkHandler) serveSubmit(w http.ResponseWriter, r *http.Request) {
 	if !h.authorize(w, r) || !h.live(w, r) {
 		return
 	}
-	if !isJSON(r.Header.Get("Content-Type")) {
+	if !jsonrpc.IsJSON(r.Header.Get("Content-Type")) {
 		w.Header().Set("Accept", "application/json")
 		h.refuse(w, r, http.StatusUnsupportedMediaType, "bad_media_type", "Content-Type must be application/json")
 		return
@@ -379,7 +376,7 @@ func (h *LinkHandler) parse(body []byte) (*seal.Envelope, string, string) {
 // authorize checks the bearer secret; if it is missing or wrong it answers
 // 401 and returns false.
 func (h *LinkHandler) authorize(w http.ResponseWriter, r *http.Request) bool {
-	ok, presented := h.authorized(r)
+	ok, presented := h.secret.Check(r)
 	if ok {
 		return true
 	}
@@ -390,22 +387,6 @@ func (h *LinkHandler) authorize(w http.ResponseWriter, r *http.Request) bool {
 	w.Header().Set("WWW-Authenticate", challenge)
 	h.refuse(w, r, http.StatusUnauthorized, "unauthorized", "missing or wrong link secret")
 	return false
-}
-
-// authorized reports whether r carries the link's secret, and whether it
-// carried a bearer token at all.
-func (h *LinkHandler) authorized(r *http.Request) (ok, presented bool) {
-	vals := r.Header.Values("Authorization")
-	if len(vals) != 1 {
-		return false, len(vals) > 0
-	}
-	scheme, tok, found := strings.Cut(vals[0], " ")
-	if !found || !strings.EqualFold(scheme, "Bearer") {
-		return false, false
-	}
-	// Compare digests: same length whatever was sent, constant time.
-	sum := sha256.Sum256([]byte(strings.TrimSpace(tok)))
-	return subtle.ConstantTimeCompare(sum[:], h.secretHash[:]) == 1, true
 }
 
 // live answers 410 and returns false if the link expired or was used.
@@ -439,16 +420,6 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
 	w.WriteHeader(status)
 	w.Write(b)
-}
-
-// isJSON reports whether a Content-Type value is application/json in UTF-8.
-func isJSON(contentType string) bool {
-	mt, params, err := mime.ParseMediaType(contentType)
-	if err != nil || mt != "application/json" {
-		return false
-	}
-	cs, ok := params["charset"]
-	return !ok || strings.EqualFold(cs, "utf-8")
 }
 
 type metrics struct {
