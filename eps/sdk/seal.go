@@ -45,9 +45,6 @@ func SealFor(ctx context.Context, c *Client, to, service string, params any) (*s
 	}
 	id := NewMessageID()
 	env, err := seal.SealUnsigned(key, seal.Context{Sender: dir.Self, Recipient: to, Service: service, Kind: seal.KindRequest, MessageID: id.String()}, pt)
-	if err == nil {
-		_, err = env.Marshal() // SealUnsigned does not check the encoded size
-	}
 	switch {
 	case errors.Is(err, seal.ErrTooLarge):
 		return nil, MessageID{}, fmt.Errorf("%w: seal for %s.%s: %w", ErrTooLarge, to, service, err)

@@ -344,7 +344,11 @@ func SealUnsigned(to pki.SealKey, ctx Context, plaintext []byte) (*Envelope, err
 	if err != nil {
 		return nil, fmt.Errorf("seal: to key %s: %w", to.ID, err)
 	}
-	return &Envelope{V: 1, KEM: to.KEM, KDF: KDFHKDFSHA256, AEAD: AEADChaCha20Poly1305, KeyID: to.ID, Enc: enc, CT: ct}, nil
+	e := &Envelope{V: 1, KEM: to.KEM, KDF: KDFHKDFSHA256, AEAD: AEADChaCha20Poly1305, KeyID: to.ID, Enc: enc, CT: ct}
+	if err := e.check(); err != nil { // as Seal: nothing that would not encode
+		return nil, err
+	}
+	return e, nil
 }
 
 // Sign signs an envelope that was sealed without a signature (by software
