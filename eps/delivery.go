@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/kurier-net/kurier/eps/jsonrpc"
+	"github.com/kurier-net/kurier/eps/sdk"
 	"github.com/kurier-net/kurier/eps/seal"
 	"github.com/kurier-net/kurier/eps/store"
 	"github.com/kurier-net/kurier/pki"
@@ -109,8 +110,8 @@ func answerPayload(result json.RawMessage, rerr *jsonrpc.Error) ([]byte, error) 
 
 // callback POSTs an item to local software as a JSON-RPC request whose id
 // is the message id, and returns the answer payload for a request. Headers
-// carry what the endpoint server vouches for: the sender is the verified
-// TLS peer.
+// (named by the SDK that reads them) carry what the endpoint server vouches
+// for: the sender is the verified TLS peer.
 func (s *Server) callback(ctx context.Context, it *Item) ([]byte, error) {
 	body, err := appendCallback(make([]byte, 0, 256+len(it.Params)), it)
 	if err != nil {
@@ -123,19 +124,19 @@ func (s *Server) callback(ctx context.Context, it *Item) ([]byte, error) {
 		return nil, err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Kurier-From", it.From)
-	req.Header.Set("Kurier-Message-Id", it.MessageID.String())
-	req.Header.Set("Kurier-Kind", it.Kind)
-	req.Header.Set("Kurier-Service", it.Service)
-	req.Header.Set("Kurier-Deadline", it.Deadline.UTC().Format(time.RFC3339))
+	req.Header.Set(sdk.HeaderFrom, it.From)
+	req.Header.Set(sdk.HeaderMessageID, it.MessageID.String())
+	req.Header.Set(sdk.HeaderKind, it.Kind)
+	req.Header.Set(sdk.HeaderService, it.Service)
+	req.Header.Set(sdk.HeaderDeadline, it.Deadline.UTC().Format(time.RFC3339))
 	if it.CorrelationID != nil {
-		req.Header.Set("Kurier-Correlation-Id", it.CorrelationID.String())
+		req.Header.Set(sdk.HeaderCorrelationID, it.CorrelationID.String())
 	}
 	if it.Sync {
-		req.Header.Set("Kurier-Sync", "true")
+		req.Header.Set(sdk.HeaderSync, "true")
 	}
 	if it.Sealed != nil {
-		req.Header.Set("Kurier-Sealed", "true")
+		req.Header.Set(sdk.HeaderSealed, "true")
 	}
 	if s.cfg.CallbackToken != "" {
 		req.Header.Set("Authorization", "Bearer "+s.cfg.CallbackToken)

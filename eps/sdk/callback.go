@@ -23,7 +23,8 @@ const (
 	HeaderService       = "Kurier-Service"
 	HeaderDeadline      = "Kurier-Deadline"
 	HeaderCorrelationID = "Kurier-Correlation-Id"
-	HeaderSync          = "Kurier-Sync" // "true" on a request whose caller waits
+	HeaderSync          = "Kurier-Sync"   // "true" on a request whose caller waits
+	HeaderSealed        = "Kurier-Sealed" // "true" when params are {"sealed": envelope} (kurier eps --pass-sealed)
 )
 
 // CallbackOptions configure Mux.Handler.
