@@ -19,7 +19,6 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -88,18 +87,11 @@ func newBenchEnv(b *testing.B) *benchEnv {
 		b.Fatal(err)
 	}
 	var serving sync.WaitGroup
-	for _, serve := range []func() error{
-		func() error { return srv.ServePublic(pub) },
-		func() error { return srv.ServePairing(pair) },
-		func() error { return srv.ServeControlTCP(ctl) },
-		func() error { return srv.ServeControlQUIC(pc) },
-	} {
-		serving.Go(func() {
-			if err := serve(); !errors.Is(err, relay.ErrServerClosed) {
-				b.Errorf("relay Serve: %v", err)
-			}
-		})
-	}
+	serving.Go(func() {
+		if err := srv.Serve(relay.Listeners{Public: pub, Pairing: pair, ControlTCP: ctl, ControlQUIC: pc}); err != nil {
+			b.Errorf("relay Serve: %v", err)
+		}
+	})
 	b.Cleanup(func() {
 		srv.Close()
 		pc.Close()

@@ -118,23 +118,17 @@ func (n *itNetwork) startRelay(t *testing.T) (srv *relay.Server, stop func()) {
 		t.Fatal(err)
 	}
 	var wg sync.WaitGroup
-	serve := func(f func() error) {
-		wg.Go(func() {
-			if err := f(); !errors.Is(err, relay.ErrServerClosed) {
-				t.Errorf("relay serve: %v", err)
-			}
-		})
-	}
-	lns, pc := n.lns, n.pc
-	serve(func() error { return srv.ServePublic(lns[0]) })
-	serve(func() error { return srv.ServePairing(lns[1]) })
-	serve(func() error { return srv.ServeControlTCP(lns[2]) })
-	serve(func() error { return srv.ServeControlQUIC(pc) })
+	ls := relay.Listeners{Public: n.lns[0], Pairing: n.lns[1], ControlTCP: n.lns[2], ControlQUIC: n.pc}
+	wg.Go(func() {
+		if err := srv.Serve(ls); err != nil {
+			t.Errorf("relay: %v", err)
+		}
+	})
 	var once sync.Once
 	stop = func() {
 		once.Do(func() {
 			srv.Close()
-			pc.Close()
+			n.pc.Close()
 			wg.Wait()
 		})
 	}

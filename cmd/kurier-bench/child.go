@@ -197,19 +197,12 @@ func startRelayChild(dir string, trust pki.Trust, maxPending int, reg *prometheu
 		return nil, nil, err
 	}
 	var wg sync.WaitGroup
-	for _, serve := range []func() error{
-		func() error { return srv.ServePublic(lns[0]) },
-		func() error { return srv.ServePairing(lns[1]) },
-		func() error { return srv.ServeControlTCP(lns[2]) },
-		func() error { return srv.ServeControlQUIC(pc) },
-	} {
-		wg.Go(func() {
-			if err := serve(); !errors.Is(err, relay.ErrServerClosed) {
-				log.Error("relay serve failed", "err", err)
-				os.Exit(1)
-			}
-		})
-	}
+	wg.Go(func() {
+		if err := srv.Serve(relay.Listeners{Public: lns[0], Pairing: lns[1], ControlTCP: lns[2], ControlQUIC: pc}); err != nil {
+			log.Error("relay serve failed", "err", err)
+			os.Exit(1)
+		}
+	})
 	ep := &pki.RelayEndpoints{
 		Public:     lns[0].Addr().String(),
 		Pairing:    lns[1].Addr().String(),

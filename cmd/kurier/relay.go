@@ -211,18 +211,9 @@ func runRelay(c *cli.Context) error {
 			return err
 		}
 	}
-	serve := func(f func() error) {
-		g.Go(func() error {
-			if err := f(); !errors.Is(err, relay.ErrServerClosed) {
-				return err
-			}
-			return nil
-		})
-	}
-	serve(func() error { return srv.ServePublic(lns[0]) })
-	serve(func() error { return srv.ServePairing(lns[1]) })
-	serve(func() error { return srv.ServeControlTCP(lns[2]) })
-	serve(func() error { return srv.ServeControlQUIC(pc) })
+	g.Go(func() error {
+		return srv.Serve(relay.Listeners{Public: lns[0], Pairing: lns[1], ControlTCP: lns[2], ControlQUIC: pc})
+	})
 	log.Info("relay serving", "public", lns[0].Addr().String(), "pairing", lns[1].Addr().String(),
 		"control", pc.LocalAddr().String(), "control_tcp", lns[2].Addr().String())
 	g.Go(func() error {

@@ -365,14 +365,11 @@ func (d *demo) startRelay(st *pki.State, v *pki.Verifier, rl *relayListeners, re
 		return nil, err
 	}
 	var wg sync.WaitGroup
-	for _, f := range []func() error{
-		func() error { return srv.ServePublic(rl.public) },
-		func() error { return srv.ServePairing(rl.pairing) },
-		func() error { return srv.ServeControlTCP(rl.controlTCP) },
-		func() error { return srv.ServeControlQUIC(rl.control) },
-	} {
-		wg.Go(func() { f() })
-	}
+	wg.Go(func() {
+		if err := srv.Serve(relay.Listeners{Public: rl.public, Pairing: rl.pairing, ControlTCP: rl.controlTCP, ControlQUIC: rl.control}); err != nil {
+			d.log.Error("relay failed", "relay", st.ID.Name, "err", err)
+		}
+	})
 	d.defer_(func() { srv.Close(); wg.Wait() })
 	d.step(st.ID.Name, "kurier relay: public %s, pairing %s, control quic %s / tcp %s",
 		rl.public.Addr(), rl.pairing.Addr(), rl.control.LocalAddr(), rl.controlTCP.Addr())

@@ -623,15 +623,8 @@ func startRelay(cert *tls.Certificate, ends pki.RelayEndpoints, trust pki.Trust,
 		r.stop()
 		return nil, fmt.Errorf("listen on %s again: %w", ends.Control, err)
 	}
-	lns, pc := r.lns, r.pc
-	for _, f := range []func() error{
-		func() error { return srv.ServePublic(lns[0]) },
-		func() error { return srv.ServePairing(lns[1]) },
-		func() error { return srv.ServeControlTCP(lns[2]) },
-		func() error { return srv.ServeControlQUIC(pc) },
-	} {
-		r.wg.Go(func() { f() })
-	}
+	ls := relay.Listeners{Public: r.lns[0], Pairing: r.lns[1], ControlTCP: r.lns[2], ControlQUIC: r.pc}
+	r.wg.Go(func() { srv.Serve(ls) })
 	return r, nil
 }
 

@@ -7,7 +7,6 @@ package relaytest
 
 import (
 	"crypto/tls"
-	"errors"
 	"log/slog"
 	"net"
 	"sync"
@@ -91,19 +90,12 @@ func (r *Relay) Serve(t testing.TB, trust pki.Trust, mod func(*relay.Config)) {
 		t.Fatal(err)
 	}
 	r.Server = srv
-	lns, pc := r.lns, r.pc
-	for _, f := range []func() error{
-		func() error { return srv.ServePublic(lns[0]) },
-		func() error { return srv.ServePairing(lns[1]) },
-		func() error { return srv.ServeControlTCP(lns[2]) },
-		func() error { return srv.ServeControlQUIC(pc) },
-	} {
-		r.wg.Go(func() {
-			if err := f(); !errors.Is(err, relay.ErrServerClosed) {
-				t.Errorf("relay %s: serve: %v", r.Name, err)
-			}
-		})
-	}
+	ls := relay.Listeners{Public: r.lns[0], Pairing: r.lns[1], ControlTCP: r.lns[2], ControlQUIC: r.pc}
+	r.wg.Go(func() {
+		if err := srv.Serve(ls); err != nil {
+			t.Errorf("relay %s: %v", r.Name, err)
+		}
+	})
 }
 
 // Stop closes the relay (if serving) and its sockets, and waits for it. It
