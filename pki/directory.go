@@ -310,7 +310,7 @@ func (m *Member) validate() error {
 	}
 	keyIDs := map[string]bool{}
 	for _, k := range m.SealKeys {
-		if !validKeyID(k.ID) || keyIDs[k.ID] {
+		if !ValidKeyID(k.ID) || keyIDs[k.ID] {
 			return fmt.Errorf("seal key id %q: want a unique 1-64 of a-z, 0-9, '-'", k.ID)
 		}
 		keyIDs[k.ID] = true
@@ -341,7 +341,9 @@ func (m *Member) validate() error {
 	return nil
 }
 
-func validKeyID(s string) bool {
+// ValidKeyID reports whether s is a valid seal key id: 1-64 of a-z, 0-9
+// and '-'. Envelopes, states and link pages use the same rule.
+func ValidKeyID(s string) bool {
 	if len(s) == 0 || len(s) > 64 {
 		return false
 	}

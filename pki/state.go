@@ -67,7 +67,7 @@ func (k SealPrivateKey) Public() SealKey {
 
 // NewSealKey generates an HPKE key pair named id.
 func NewSealKey(id string) (SealPrivateKey, error) {
-	if !validKeyID(id) {
+	if !ValidKeyID(id) {
 		return SealPrivateKey{}, fmt.Errorf("pki: invalid seal key id %q", id)
 	}
 	k, err := SealKEM().GenerateKey()
@@ -85,7 +85,7 @@ func WebSealKEM() hpke.KEM { return hpke.DHKEM(ecdh.X25519()) }
 
 // NewWebSealKey generates a WebSealKEM key pair named id.
 func NewWebSealKey(id string) (SealPrivateKey, error) {
-	if !validKeyID(id) {
+	if !ValidKeyID(id) {
 		return SealPrivateKey{}, fmt.Errorf("pki: invalid seal key id %q", id)
 	}
 	k, err := WebSealKEM().GenerateKey()
@@ -127,7 +127,7 @@ func parseSealKey(b []byte) (SealPrivateKey, error) {
 		return SealPrivateKey{}, fmt.Errorf("pki: seal key: %w", err)
 	}
 	id := blk.Headers["Key-Id"]
-	if !validKeyID(id) {
+	if !ValidKeyID(id) {
 		return SealPrivateKey{}, errors.New("pki: seal key file has no valid Key-Id header")
 	}
 	return SealPrivateKey{ID: id, Key: k}, nil

@@ -8,6 +8,7 @@ import (
 	"strconv"
 
 	"github.com/kurier-net/kurier/eps/internal/strictjson"
+	"github.com/kurier-net/kurier/pki"
 )
 
 // MaxSize is the largest encoded envelope Parse accepts and Seal produces.
@@ -112,7 +113,7 @@ func (e *Envelope) check() error {
 	if !knownAEAD(e.AEAD) {
 		return malformed("unknown AEAD 0x%04x", e.AEAD)
 	}
-	if !validKeyID(e.KeyID) {
+	if !pki.ValidKeyID(e.KeyID) {
 		return malformed("key_id %q: want 1-%d of a-z, 0-9, '-'", e.KeyID, maxKeyID)
 	}
 	if len(e.Enc) != n {
@@ -145,20 +146,6 @@ func (e *Envelope) check() error {
 		return fmt.Errorf("%w: %w: encodes to %d bytes, at most %d", ErrTooLarge, ErrMalformed, n, MaxSize)
 	}
 	return nil
-}
-
-// validKeyID mirrors pki's rule for seal key ids: 1-64 of [a-z0-9-].
-func validKeyID(s string) bool {
-	if len(s) == 0 || len(s) > maxKeyID {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-') {
-			return false
-		}
-	}
-	return true
 }
 
 func b64len(n int) int { return base64.StdEncoding.EncodedLen(n) }

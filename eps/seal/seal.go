@@ -388,7 +388,7 @@ func Sign(env *Envelope, ctx Context, signer *tls.Certificate) error {
 
 // publicKey parses to, through the cache if s has one.
 func (s *Sealer) publicKey(to pki.SealKey) (hpke.PublicKey, error) {
-	if !validKeyID(to.ID) {
+	if !pki.ValidKeyID(to.ID) {
 		return nil, fmt.Errorf("seal: invalid recipient key id %q", to.ID)
 	}
 	kem := kemFor(to.KEM)

@@ -152,7 +152,7 @@ func (l *Link) Check() error {
 	if l.Recipient.KEM != seal.KEMX25519 {
 		return fmt.Errorf("submit: recipient key %q has KEM 0x%04x; browsers seal only to X25519 (0x%04x)", l.Recipient.ID, l.Recipient.KEM, seal.KEMX25519)
 	}
-	if !validKeyID(l.Recipient.ID) || len(l.Recipient.Public) != 32 {
+	if !pki.ValidKeyID(l.Recipient.ID) || len(l.Recipient.Public) != 32 {
 		return fmt.Errorf("submit: recipient key %q: want an id of 1-64 of a-z, 0-9, '-' and a 32-byte X25519 public key", l.Recipient.ID)
 	}
 	if n := utf8.RuneCountInString(l.DisplayName); n == 0 || n > maxDisplayName || !utf8.ValidString(l.DisplayName) {
@@ -188,19 +188,6 @@ func validLabel(s string) bool {
 	}
 	for i := 0; i < len(s); i++ {
 		if c := s[i]; !('a' <= c && c <= 'z' || '0' <= c && c <= '9') {
-			return false
-		}
-	}
-	return true
-}
-
-// validKeyID is pki's rule for seal key ids: 1-64 of [a-z0-9-].
-func validKeyID(s string) bool {
-	if len(s) == 0 || len(s) > 64 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-') {
 			return false
 		}
 	}
