@@ -55,13 +55,20 @@ const (
 	maxLocationID  = 128
 )
 
-func isBidiControl(r rune) bool {
+// IsBidiControl reports whether r is a bidirectional override or isolate,
+// which could make a name or note display as something else in an
+// office's software; no text field of the model may hold one.
+func IsBidiControl(r rune) bool {
 	return 0x202A <= r && r <= 0x202E || 0x2066 <= r && r <= 0x2069
 }
 
 // isSpace reports whether r may not start or end a text: Unicode separators
 // (Z) and the control characters that are whitespace.
 func isSpace(r rune) bool { return unicode.IsSpace(r) || unicode.Is(unicode.Z, r) }
+
+// Trim removes what may not start or end a text of the model (isSpace)
+// from both ends of s.
+func Trim(s string) string { return strings.TrimFunc(s, isSpace) }
 
 // edgeRule checks that s neither starts nor ends with whitespace.
 func edgeRule(s string) string {
@@ -96,7 +103,7 @@ func textRule(s string, max int, multiline bool) string {
 			return ruleOneLine
 		case multiline && unicode.IsControl(r) && r != '\t' && r != '\n' && r != '\r':
 			return ruleControl
-		case isBidiControl(r):
+		case IsBidiControl(r):
 			return ruleBidi
 		case r == utf8.RuneError:
 			return ruleReplacement
@@ -149,7 +156,7 @@ func nameRule(s string) string {
 // isAddrRune reports whether r may appear in an e-mail address (but '@'
 // and '.' have their places).
 func isAddrRune(r rune) bool {
-	return !unicode.IsControl(r) && !unicode.Is(unicode.Z, r) && !isBidiControl(r) && r != utf8.RuneError
+	return !unicode.IsControl(r) && !unicode.Is(unicode.Z, r) && !IsBidiControl(r) && r != utf8.RuneError
 }
 
 // emailRule checks the shape of an e-mail address, no more: one '@', a

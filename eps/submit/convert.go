@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"strings"
 	"time"
-	"unicode"
 
 	"github.com/kurier-net/kurier/eps/contactdata"
 )
@@ -164,12 +163,12 @@ func (c *Contact) person() (contactdata.ContactPerson, error) {
 		return contactdata.ContactPerson{}, fmt.Errorf("first_contact: %v", err)
 	}
 	return contactdata.ContactPerson{
-		FirstName:        trim(c.FirstName),
-		LastName:         trim(c.LastName),
+		FirstName:        contactdata.Trim(c.FirstName),
+		LastName:         contactdata.Trim(c.LastName),
 		ContactCategory:  cat,
 		BasicConditions:  withNote(lines, c.Note),
-		Email:            trim(c.Email),
-		Phone:            trim(c.Phone),
+		Email:            contactdata.Trim(c.Email),
+		Phone:            contactdata.Trim(c.Phone),
 		FirstContactDate: first,
 		LastContactDate:  last,
 	}, nil
@@ -182,7 +181,7 @@ func (e *Event) event(loc *time.Location) (contactdata.Event, error) {
 		return contactdata.Event{}, fmt.Errorf("start: %v", err)
 	}
 	start := resolve(startWall, loc, false)
-	lines := []string{fmt.Sprintf(linePlace, trim(e.Place))}
+	lines := []string{fmt.Sprintf(linePlace, contactdata.Trim(e.Place))}
 	var end time.Time
 	if e.End == "" {
 		y, m, d := startWall.Date()
@@ -200,7 +199,7 @@ func (e *Event) event(loc *time.Location) (contactdata.Event, error) {
 		lines = append(lines, lineEndIsStart)
 	}
 	return contactdata.Event{
-		Name:                  trim(e.Name),
+		Name:                  contactdata.Trim(e.Name),
 		Start:                 start,
 		End:                   end,
 		AdditionalInformation: withNote(lines, e.Note),
@@ -255,14 +254,8 @@ func sameWall(t, wall time.Time) bool {
 // withNote joins lines and, after a blank line, note (trimmed) if it is not
 // empty.
 func withNote(lines []string, note string) string {
-	if note = trim(note); note != "" {
+	if note = contactdata.Trim(note); note != "" {
 		lines = append(lines, "", note)
 	}
 	return strings.Join(lines, "\n")
-}
-
-// trim removes what contactdata counts as whitespace at either end of s:
-// Unicode's white space and separators.
-func trim(s string) string {
-	return strings.TrimFunc(s, func(r rune) bool { return unicode.IsSpace(r) || unicode.Is(unicode.Z, r) })
 }

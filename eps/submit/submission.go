@@ -248,9 +248,7 @@ func text(name, s string, required bool, max int) error {
 		if unicode.IsControl(r) && r != '\n' && r != '\t' {
 			return fmt.Errorf("%s has a control character", name)
 		}
-		// Bidirectional overrides and isolates could make a name or note
-		// display as something else in the office's software.
-		if 0x202a <= r && r <= 0x202e || 0x2066 <= r && r <= 0x2069 {
+		if contactdata.IsBidiControl(r) {
 			return fmt.Errorf("%s has a bidirectional control character", name)
 		}
 	}
